@@ -1,0 +1,55 @@
+"""Background removal with rembg (imported lazily: its first import compiles numba code for ~80 s).
+
+The model file is ``$U2NET_HOME/<model>.onnx`` (default ``~/.u2net``), which rembg downloads on first
+use; offline, put the file there by hand.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, ResourceError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "u2netp"  # small (4.6 MB) and good enough on object photos; "u2net", "isnet-general-use" also work
+
+
+def model_home() -> Path:
+    return Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net")).expanduser()
+
+
+@lru_cache(maxsize=4)
+def _session(model_name: str):
+    try:
+        import rembg
+    except ImportError:
+        raise ResourceError("background removal needs rembg: pip install rembg onnxruntime") from None
+    path = model_home() / f"{model_name}.onnx"
+    if not path.is_file():
+        log.info("background-removal model %s not found at %s, downloading it", model_name, path)
+    try:
+        return rembg.new_session(model_name, providers=["CPUExecutionProvider"])
+    except ValueError as e:  # rembg's answer to an unknown model name
+        raise InputError(f"unknown background-removal model {model_name!r} ({e})") from None
+    except Exception as e:  # network or file errors from rembg's downloader or onnxruntime
+        raise ResourceError(
+            f"background-removal model {model_name!r} is not available: put {model_name}.onnx in {model_home()} "
+            f"(or set U2NET_HOME to its folder) or go online once ({type(e).__name__})"
+        ) from None
+
+
+def remove_background(rgb: np.ndarray, model_name: str = DEFAULT_MODEL) -> np.ndarray:
+    """[H, W, 3] uint8 -> [H, W] uint8 soft mask of the foreground object."""
+    from PIL import Image
+
+    assert rgb.ndim == 3 and rgb.shape[2] == 3, f"expected [H, W, 3] uint8, got {rgb.shape}"
+    session = _session(model_name)
+    import rembg  # already imported by _session; cheap here
+
+    mask = rembg.remove(Image.fromarray(rgb), session=session, only_mask=True)
+    return np.asarray(mask.convert("L"), dtype=np.uint8)

@@ -1,0 +1,27 @@
+"""Test environment: offline, shared test data beside the checkout, deterministic torch."""
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["IMG2MESH_OFFLINE"] = "1"
+os.environ.setdefault("U2NET_HOME", str(SHARED / "models"))
+os.environ.setdefault("IMG2MESH_SCENES", str(SHARED / "scenes" / "nerf_wild"))
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _torch_determinism():
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    yield
