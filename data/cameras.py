@@ -164,3 +164,53 @@ def project_points(camera: Camera, points: np.ndarray) -> tuple[np.ndarray, np.n
         u = f * p[:, 0] / depth + 0.5 * camera.width
         v = -f * p[:, 1] / depth + 0.5 * camera.height
     return np.stack([u, v], axis=-1), depth
+
+
+SYNCDREAMER_ELEVATION = 30.0
+SYNCDREAMER_RADIUS = 1.5
+SYNCDREAMER_FOV_X = 2.0 * math.atan(128.0 / 280.0)  # fx = fy = 280 at 256 px
+
+
+def camera_layout(
+    spec: str,
+    elevation: float = 20.0,
+    radius: float = DEFAULT_RADIUS,
+    fov_x: float = DEFAULT_FOV_X,
+    size: int = 256,
+    start_azimuth: float = 0.0,
+) -> list[Camera]:
+    """Cameras by name: ``ringN`` (N views at ``elevation``), ``syncdreamer16`` (16 views at 30 deg,
+    distance 1.5, fx = 280 at 256 px, azimuth 0, 22.5, ...), or the path of a NeRF-format cameras JSON."""
+    spec = str(spec)
+    if spec.startswith("ring") and spec[4:].isdigit() and int(spec[4:]) > 0:
+        return ring_cameras(int(spec[4:]), elevation, radius, fov_x, size, start_azimuth)
+    if spec == "syncdreamer16":
+        return ring_cameras(16, SYNCDREAMER_ELEVATION, SYNCDREAMER_RADIUS, SYNCDREAMER_FOV_X, size, start_azimuth)
+    if spec.endswith(".json"):
+        return read_cameras_json(spec, size)
+    from .errors import InputError
+
+    raise InputError(f"unknown camera layout {spec!r}: use ringN (e.g. ring36), syncdreamer16, or a cameras .json file")
+
+
+def read_cameras_json(path, size: int = 256) -> list[Camera]:
+    """Cameras from a NeRF transforms file (``camera_angle_x`` + frames' ``transform_matrix``).
+
+    Image size comes from the file's ``w``/``h`` keys when present, else ``size`` (square).
+    """
+    import json
+    from pathlib import Path
+
+    from .errors import InputError
+
+    try:
+        meta = json.loads(Path(path).read_text())
+        fov = float(meta["camera_angle_x"])
+        w, h = int(meta.get("w", size)), int(meta.get("h", size))
+        cams = [Camera(f["transform_matrix"], float(f.get("camera_angle_x", fov)), w, h) for f in meta["frames"]]
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+        raise InputError(f"{path} is not a cameras file ({type(e).__name__}: {e}); it needs 'camera_angle_x' "
+                         "and 'frames' with 4x4 'transform_matrix'") from None
+    if not cams:
+        raise InputError(f"{path} lists no cameras")
+    return cams
