@@ -1,0 +1,94 @@
+"""The one top-level config: component configs nested, loaded from configs/*.yaml with omegaconf.
+
+`load_config("cpu", ["seed=1", "recon.steps=100"])` merges, in order: the dataclass defaults,
+`configs/default.yaml`, the named preset (or any YAML path), then dotlist overrides. Unknown keys and
+wrong types are errors that name the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from img2mesh.data.config import DataConfig
+from img2mesh.data.errors import InputError
+from img2mesh.diffusion.config import DiffusionConfig
+from img2mesh.recon.config import ReconConfig
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] = field(default_factory=lambda: ["obj", "glb", "ply"])
+    turntable: bool = True  # turntable.mp4 of the final mesh
+    turntable_frames: int = 60
+    turntable_size: int = 256
+    grid: bool = True  # views_grid.png of the generated views
+
+
+@dataclass
+class Config:
+    seed: int = 0  # one seed for every sampler (diffusion noise, ray batches)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    recon: ReconConfig = field(default_factory=ReconConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("img2mesh.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _preset_path(name_or_path: str) -> Path | None:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not path.is_file():
+            raise InputError(f"config file {path} does not exist")
+        return path
+    if name_or_path not in preset_names():
+        raise InputError(f"unknown config preset {name_or_path!r}: choose one of {', '.join(preset_names())} "
+                         "or give a YAML file path")
+    return Path(str(resources.files("img2mesh.configs") / f"{name_or_path}.yaml"))
+
+
+def load_config(name_or_path: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- default.yaml <- preset <- ``key=value`` overrides; returns a plain ``Config``."""
+    try:
+        merged = OmegaConf.structured(Config)
+        layers = [_preset_path("default")]
+        if name_or_path != "default":
+            layers.append(_preset_path(name_or_path))
+        for path in layers:
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise InputError(f"config override {bad[0]!r} must look like key=value (e.g. seed=1)")
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        first = str(e).strip().splitlines()[0]
+        key = getattr(e, "full_key", None)
+        raise InputError(f"bad config{f' key {key!r}' if key else ''}: {first}") from None
+
+
+def to_dict(cfg) -> dict:
+    """A dataclass config (or section) as plain JSON-able data."""
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def config_hash(*parts) -> str:
+    """Stable hash of config sections and upstream hashes (order matters)."""
+    blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
