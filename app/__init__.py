@@ -1,2 +1,14 @@
-"""img2mesh: one photo of an object -> a clean 3D mesh, training-free."""
+"""img2mesh: one photo of an object -> a clean 3D mesh, training-free.
+
+    import img2mesh
+    result = img2mesh.run("photo.png", config="cpu", out="runs/photo")
+    print(result.meshes["glb"])
+"""
 __version__ = "0.1.0"
+
+from .api import export_run, load_model, reconstruct_views, run  # noqa: E402
+from .config import Config, load_config  # noqa: E402
+from .pipeline import RunResult  # noqa: E402
+
+__all__ = ["run", "reconstruct_views", "export_run", "load_model", "load_config", "Config", "RunResult",
+           "__version__"]

@@ -1,0 +1,190 @@
+"""The Python API, mirroring the CLI: ``img2mesh.run(image_or_scene, config=..., out=...) -> RunResult``.
+
+    import img2mesh
+    result = img2mesh.run("photo.png", config="cpu", overrides=["seed=1"], out="runs/photo")
+    result.meshes["glb"]
+
+For batches, load the Zero-1-to-3 model once and pass it to every call:
+    model = img2mesh.load_model("kxic/zero123-xl", device="cuda")
+    for path in paths: img2mesh.run(path, model=model, out=f"runs/{path.stem}")
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from img2mesh.data.errors import InputError
+from img2mesh.data.io import atomic_write_bytes, png_bytes
+from img2mesh.data.progress import set_quiet
+from img2mesh.data.scenes import find_scene, is_scene_dir, read_scene
+from img2mesh.data.views import TRANSFORMS_NAMES
+
+from .config import Config, load_config
+from .pipeline import Pipeline, RunResult
+from .rundir import RunDir
+from .stages import InputSource, camera_from_json
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
+
+
+def resolve_source(image_or_scene: ImageLike, scene_root=None, kind: str | None = None) -> InputSource:
+    """An image file, a scene folder, or a scene name (searched as `img2mesh scenes` lists).
+
+    ``kind`` ("image" or "scene") says what the user asked for; None guesses from what exists.
+    """
+    if isinstance(image_or_scene, (Image.Image, np.ndarray)):
+        raise TypeError("in-memory images are written into the run first; use run(), not resolve_source()")
+    path = Path(image_or_scene)
+    if kind == "scene" and not (path.is_dir() and is_scene_dir(path)):
+        scene = find_scene(str(image_or_scene), scene_root)
+        return InputSource(scene.image_path, scene.camera, scene.name)
+    if kind == "image" and not path.is_file():
+        raise InputError(f"image {path} does not exist" if not path.exists() else f"{path} is not an image file")
+    if path.is_file():
+        return InputSource(path, None, path.stem)
+    if path.is_dir():
+        if is_scene_dir(path):
+            scene = read_scene(path)
+            return InputSource(scene.image_path, scene.camera, scene.name)
+        if any((path / n).is_file() for n in TRANSFORMS_NAMES):
+            raise InputError(f"{path} is a views folder: reconstruct it with `img2mesh recon --views {path}`")
+        raise InputError(f"{path} is a folder but not a scene (needs train/r_0.png and transforms_train.json)")
+    if os.sep in str(image_or_scene) or path.suffix:
+        raise InputError(f"input {path} does not exist")
+    scene = find_scene(str(image_or_scene), scene_root)
+    return InputSource(scene.image_path, scene.camera, scene.name)
+
+
+def default_out(label: str) -> Path:
+    base = Path("runs") / label / time.strftime("%Y%m%d-%H%M%S")
+    out, i = base, 1
+    while out.exists():
+        out, i = base.with_name(f"{base.name}-{i}"), i + 1
+    return out
+
+
+def _in_memory_source(image, rd: RunDir) -> InputSource:
+    arr = np.asarray(image.convert("RGBA") if isinstance(image, Image.Image) and image.mode not in ("RGB", "RGBA")
+                     else image)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    path = rd.input_dir / "original.png"
+    atomic_write_bytes(path, png_bytes(arr))
+    return InputSource(path, None, "image")
+
+
+def _saved_source(rd: RunDir) -> InputSource:
+    src = rd.meta.get("source")
+    if not src:
+        raise InputError(f"{rd.root} has no recorded input; give the image or scene again")
+    originals = sorted(rd.input_dir.glob("original.*"))
+    path = originals[0] if originals else Path(src["image"])
+    if not path.is_file():
+        raise InputError(f"the input of {rd.root} is gone ({path}); give the image or scene again")
+    return InputSource(path, camera_from_json(src["camera"]) if src["camera"] else None, src["label"])
+
+
+def open_run(out=None, resume=None, label: str = "run", config: str | None = None, overrides=()) -> tuple[RunDir, Config]:
+    """A new run directory (refusing to overwrite one) or an existing one for --resume, with its config."""
+    if resume is not None:
+        if out is not None and Path(out).resolve() != Path(resume).resolve():
+            raise InputError("give either --out (new run) or --resume (existing run), not two different folders")
+        rd = RunDir.open(Path(resume))
+        cfg = load_config(config if config else str(rd.config_yaml), overrides)
+    else:
+        cfg = load_config(config or "default", overrides)  # before creating anything: a bad config leaves no trace
+        rd = RunDir.create(Path(out) if out is not None else default_out(label))
+    return rd, cfg
+
+
+def run(
+    image_or_scene: ImageLike | None = None,
+    config: str | None = None,
+    overrides=(),
+    out=None,
+    resume=None,
+    model=None,
+    scene_root=None,
+    stop_after: str = "export",
+    quiet: bool = False,
+    kind: str | None = None,
+) -> RunResult:
+    """Run preprocess -> views -> recon -> export (or up to ``stop_after``) and return what was written.
+
+    ``image_or_scene``: an image path, a PIL image or array, a scene folder or a scene name; may be omitted
+    with ``resume`` (the run's saved input is used). ``config``: preset name or YAML path (default
+    "default"; with ``resume`` the run's saved config). ``overrides``: ``["key=value", ...]``.
+    ``model``: a loaded Zero-1-to-3 bundle (reused across calls) or a hub id / path (sets diffusion.model).
+    ``kind``: "image" or "scene" to say what ``image_or_scene`` is instead of guessing.
+    """
+    set_quiet(quiet)
+    in_memory = isinstance(image_or_scene, (Image.Image, np.ndarray))
+    source = None if image_or_scene is None or in_memory else resolve_source(image_or_scene, scene_root, kind)
+    if isinstance(model, (str, os.PathLike)):
+        overrides = [*overrides, f"diffusion.model={model}"]
+        model = None
+    rd, cfg = open_run(out, resume, source.label if source else "image", config, overrides)
+    if in_memory:
+        source = _in_memory_source(image_or_scene, rd)
+    elif source is None:
+        if resume is None:
+            raise InputError("give an image or a scene (or --resume a run)")
+        source = _saved_source(rd)
+    rd.meta["source"] = source.describe()
+    pipe = Pipeline(cfg, rd, model=model)
+
+    prepared, rec = pipe.preprocess(source)
+    if stop_after != "preprocess":
+        views, rec = pipe.views(prepared, rec)
+        if stop_after != "views":
+            field_path, rec = pipe.recon(views, rec)
+            pipe.export(field_path, views, rec)
+    return pipe.finish()
+
+
+def reconstruct_views(views_dir, config: str | None = None, overrides=(), out=None, resume=None,
+                      quiet: bool = False) -> RunResult:
+    """`img2mesh recon --views DIR`: reconstruct and export from any NeRF-format folder of posed views."""
+    set_quiet(quiet)
+    views_dir = Path(views_dir)
+    rd, cfg = open_run(out, resume, views_dir.resolve().name or "views", config, overrides)
+    rd.meta["source"] = {"views": str(views_dir.resolve())}
+    pipe = Pipeline(cfg, rd)
+    views, rec = pipe.given_views(views_dir)
+    field_path, rec = pipe.recon(views, rec)
+    pipe.export(field_path, views, rec)
+    return pipe.finish()
+
+
+def export_run(run_dir, config: str | None = None, overrides=(), quiet: bool = False) -> RunResult:
+    """`img2mesh export RUN`: (re)mesh a run's trained field, e.g. with other `recon.mesh.*` settings."""
+    set_quiet(quiet)
+    rd, cfg = open_run(None, run_dir, "run", config, overrides)
+    rec = rd.record("recon")
+    if rec is None:
+        raise InputError(f"{run_dir} has no finished recon stage to export; run `img2mesh run --resume {run_dir}`")
+    pipe = Pipeline(cfg, rd)
+    views = None
+    if rd.views_dir.is_dir():
+        from img2mesh.data.views import read_views
+
+        views = read_views(rd.views_dir)
+    pipe.export(rd.root / next(iter(rec.outputs)), views, rec)
+    return pipe.finish()
+
+
+def load_model(source: str = "kxic/zero123-xl", device: str | None = None, dtype: str | None = None):
+    """Load a Zero-1-to-3 bundle once (hub id, diffusers folder or LDM .ckpt) to reuse across runs."""
+    from img2mesh.diffusion import load_zero123
+
+    return load_zero123(source, device=device, dtype=dtype)
+
+
+def describe(result: RunResult) -> str:
+    return json.dumps({"out": str(result.out), "run": result.stages_run, "skipped": result.stages_skipped,
+                       "timings": result.timings, "meshes": {k: str(v) for k, v in result.meshes.items()}}, indent=2)

@@ -1,0 +1,157 @@
+"""A run directory and the bookkeeping that makes runs resumable.
+
+    RUN/
+      config.yaml        resolved config of the run
+      run.json           config, versions, device, per-stage records and timings
+      input/             original image, its mask, the preprocessed 256 px input, the input camera
+      views/             posed views in NeRF format (transforms.json + r_XXX.png)
+      recon/             the trained field (field.pt), checkpoints, training log
+      mesh.obj|glb|ply, views_grid.png, turntable.mp4
+
+Each stage's record holds a key (hash of its config section and of its inputs' hashes) and the sha256 of
+every file it wrote. A stage is skipped on ``--resume`` only when the key matches and every file is intact.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from img2mesh.data.errors import InputError
+from img2mesh.data.io import atomic_write_text, sha256_bytes, sha256_file
+
+
+@dataclass
+class StageRecord:
+    key: str
+    outputs: dict[str, str]  # path relative to the run dir -> sha256
+    seconds: float
+    finished: str
+
+    @property
+    def output_hash(self) -> str:
+        """What downstream stages hash as their input."""
+        return sha256_bytes(json.dumps(sorted(self.outputs.items())).encode())[:16]
+
+
+@dataclass
+class RunDir:
+    root: Path
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def input_dir(self) -> Path:
+        return self.root / "input"
+
+    @property
+    def views_dir(self) -> Path:
+        return self.root / "views"
+
+    @property
+    def recon_dir(self) -> Path:
+        return self.root / "recon"
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def config_yaml(self) -> Path:
+        return self.root / "config.yaml"
+
+    # -- creation ---------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path) -> "RunDir":
+        """A new run; refuses a folder that already holds files so earlier results are never overwritten."""
+        root = Path(root)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise InputError(f"{root} already exists and is not empty: pass --resume {root} to continue that run, "
+                             "or choose another --out")
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root, {"stages": {}, "created": _now()})
+
+    @classmethod
+    def open(cls, root: Path) -> "RunDir":
+        """An existing run, for --resume."""
+        root = Path(root)
+        path = root / "run.json"
+        if not path.is_file():
+            raise InputError(f"{root} is not an img2mesh run directory (no run.json); start a new run with --out")
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise InputError(f"{path} is corrupt; start a new run with --out") from None
+        meta.setdefault("stages", {})
+        return cls(root, meta)
+
+    # -- records ----------------------------------------------------------------------------------------
+    def record(self, stage: str) -> StageRecord | None:
+        raw = self.meta["stages"].get(stage)
+        return StageRecord(**raw) if raw else None
+
+    def intact(self, stage: str, key: str) -> StageRecord | None:
+        """The stage's record if its key matches and every output file still has its recorded hash."""
+        rec = self.record(stage)
+        if rec is None or rec.key != key:
+            return None
+        for rel, digest in rec.outputs.items():
+            path = self.root / rel
+            if not path.is_file() or sha256_file(path) != digest:
+                return None
+        return rec
+
+    def finish(self, stage: str, key: str, outputs: list[Path], seconds: float) -> StageRecord:
+        files: list[Path] = []
+        for out in outputs:
+            out = Path(out)
+            files.extend(sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")) if out.is_dir()
+                         else [out])
+        rec = StageRecord(
+            key=key,
+            outputs={str(p.relative_to(self.root)): sha256_file(p) for p in files},
+            seconds=round(seconds, 3),
+            finished=_now(),
+        )
+        self.meta["stages"][stage] = rec.__dict__
+        self.save()
+        return rec
+
+    def forget(self, stage: str) -> None:
+        """Drop a stage's record (its inputs changed): later stages then rerun too."""
+        if self.meta["stages"].pop(stage, None) is not None:
+            self.save()
+
+    def save(self) -> None:
+        self.meta["updated"] = _now()
+        atomic_write_text(self.run_json, json.dumps(self.meta, indent=2, default=str))
+
+    def timings(self) -> dict[str, float]:
+        return {name: rec["seconds"] for name, rec in self.meta["stages"].items()}
+
+
+def environment_info(device: str) -> dict:
+    import numpy
+    import torch
+
+    info = {
+        "img2mesh": __import__("img2mesh").__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    for name in ("diffusers", "transformers", "trimesh", "nerfacc"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception:  # an optional or broken package must not stop a run from being recorded
+            info[name] = None
+    return info
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

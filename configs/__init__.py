@@ -1,0 +1,1 @@
+"""Config presets shipped with img2mesh (default.yaml, cpu.yaml)."""
