@@ -22,7 +22,7 @@ from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_bytes, png_bytes
 from img2mesh.data.progress import set_quiet
 from img2mesh.data.scenes import find_scene, is_scene_dir, read_scene
-from img2mesh.data.views import TRANSFORMS_NAMES
+from img2mesh.data.views import TRANSFORMS_NAMES, read_views
 
 from .config import Config, load_config
 from .pipeline import Pipeline, RunResult
@@ -152,10 +152,11 @@ def reconstruct_views(views_dir, config: str | None = None, overrides=(), out=No
     """`img2mesh recon --views DIR`: reconstruct and export from any NeRF-format folder of posed views."""
     set_quiet(quiet)
     views_dir = Path(views_dir)
+    given = read_views(views_dir)  # validate before a run directory is created
     rd, cfg = open_run(out, resume, views_dir.resolve().name or "views", config, overrides)
     rd.meta["source"] = {"views": str(views_dir.resolve())}
     pipe = Pipeline(cfg, rd)
-    views, rec = pipe.given_views(views_dir)
+    views, rec = pipe.given_views(views_dir, given)
     field_path, rec = pipe.recon(views, rec)
     pipe.export(field_path, views, rec)
     return pipe.finish()
@@ -169,11 +170,7 @@ def export_run(run_dir, config: str | None = None, overrides=(), quiet: bool = F
     if rec is None:
         raise InputError(f"{run_dir} has no finished recon stage to export; run `img2mesh run --resume {run_dir}`")
     pipe = Pipeline(cfg, rd)
-    views = None
-    if rd.views_dir.is_dir():
-        from img2mesh.data.views import read_views
-
-        views = read_views(rd.views_dir)
+    views = read_views(rd.views_dir) if rd.views_dir.is_dir() else None
     pipe.export(rd.root / next(iter(rec.outputs)), views, rec)
     return pipe.finish()
 

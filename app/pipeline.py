@@ -98,14 +98,14 @@ class Pipeline:
                                                                      self.model),
                            lambda: stages.load_views(self.rd))
 
-    def given_views(self, views_dir: Path):
-        """`recon --views DIR`: the views stage is a validated copy of DIR."""
+    def given_views(self, views_dir: Path, views: Views):
+        """`recon --views DIR`: the views stage is a copy of DIR (already read and validated as ``views``)."""
         from img2mesh.data.io import sha256_file
         from img2mesh.data.views import find_transforms
 
         key = config_hash(sorted((p.name, sha256_file(p)) for p in Path(views_dir).iterdir() if p.is_file()),
                           find_transforms(Path(views_dir)).name)
-        return self._stage("views", key, lambda: stages.copy_views(Path(views_dir), self.rd),
+        return self._stage("views", key, lambda: stages.copy_views(views, self.rd),
                            lambda: stages.load_views(self.rd))
 
     def recon(self, views: Views, upstream):

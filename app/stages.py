@@ -113,9 +113,8 @@ def write_views_atomically(views: Views, directory: Path) -> None:
         write_views(views, tmp)
 
 
-def copy_views(src: Path, rd: RunDir) -> tuple[Views, list[Path]]:
-    """`img2mesh recon --views DIR`: validate any NeRF-format views folder and keep a copy in the run."""
-    views = read_views(src)
+def copy_views(views: Views, rd: RunDir) -> tuple[Views, list[Path]]:
+    """`img2mesh recon --views DIR`: keep a copy of the given views in the run, so it is self-contained."""
     write_views_atomically(views, rd.views_dir)
     return views, [rd.views_dir]
 

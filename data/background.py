@@ -24,12 +24,13 @@ def model_home() -> Path:
 
 
 @lru_cache(maxsize=4)
-def _session(model_name: str):
+def _session(model_name: str, home: Path):
+    """A rembg session per (model, U2NET_HOME): rembg reads the model from ``home``."""
     try:
         import rembg
     except ImportError:
         raise ResourceError("background removal needs rembg: pip install rembg onnxruntime") from None
-    path = model_home() / f"{model_name}.onnx"
+    path = home / f"{model_name}.onnx"
     if not path.is_file():
         log.info("background-removal model %s not found at %s, downloading it", model_name, path)
     try:
@@ -38,7 +39,7 @@ def _session(model_name: str):
         raise InputError(f"unknown background-removal model {model_name!r} ({e})") from None
     except Exception as e:  # network or file errors from rembg's downloader or onnxruntime
         raise ResourceError(
-            f"background-removal model {model_name!r} is not available: put {model_name}.onnx in {model_home()} "
+            f"background-removal model {model_name!r} is not available: put {model_name}.onnx in {home} "
             f"(or set U2NET_HOME to its folder) or go online once ({type(e).__name__})"
         ) from None
 
@@ -48,7 +49,7 @@ def remove_background(rgb: np.ndarray, model_name: str = DEFAULT_MODEL) -> np.nd
     from PIL import Image
 
     assert rgb.ndim == 3 and rgb.shape[2] == 3, f"expected [H, W, 3] uint8, got {rgb.shape}"
-    session = _session(model_name)
+    session = _session(model_name, model_home())
     import rembg  # already imported by _session; cheap here
 
     mask = rembg.remove(Image.fromarray(rgb), session=session, only_mask=True)
