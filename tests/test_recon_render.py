@@ -45,8 +45,11 @@ def test_cube_front_face_is_flat_with_exact_size_and_depth():
     inside = out.rgba[..., 3] == 1.0
     assert np.allclose(out.depth[inside], dist - half, atol=1e-4)
     assert np.allclose(out.normal[inside], [1.0, 0.0, 0.0], atol=1e-5)
-    # Headlight on a face that looks straight at the camera: ambient + diffuse = full grey.
-    assert np.allclose(out.rgba[inside][:, :3], 0.7, atol=1e-3)
+    # Headlight: grey * (ambient + diffuse * cos(ray, normal)), so full grey 0.7 where the ray meets the
+    # face head-on (the centre) and darker towards the corners.
+    c = size // 2
+    assert np.allclose(out.rgba[c - 1 : c + 1, c - 1 : c + 1, :3], 0.7, atol=2e-3)
+    assert out.rgba[inside][:, :3].max() <= 0.7 + 1e-6 and out.rgba[inside][:, :3].min() < 0.69
 
 
 def test_vertex_and_face_colours():
@@ -72,7 +75,7 @@ def test_spot_renders_upright_with_its_texture(shared):
     out = render_mesh(mesh, [camera_from_spherical(20.0, 0.0, 2.0, width=64)])[0]
     rgb = out.rgba[out.rgba[..., 3] == 1.0][:, :3]
     assert (rgb.min(axis=1) > 0.8).mean() > 0.05  # white hide: brighter than any lit grey (<= 0.7)
-    assert (rgb.max(axis=1) < 0.15).mean() > 0.01  # black patches
+    assert (rgb.max(axis=1) < 0.2).mean() > 0.01  # black patches: darker than any lit grey (>= 0.7 * 0.35)
     assert (rgb[:, 0] - rgb[:, 2] > 0.1).mean() > 0.005  # the reddish nose / horns: not grey
 
 
@@ -87,7 +90,7 @@ def test_render_folder_round_trip(tmp_path):
     assert np.allclose(back[1].camera.c2w, cams[1].c2w)
     assert np.abs(back[2].rgba - views[2].rgba).max() <= 1 / 255 + 1e-6
     depth = np.load(tmp_path / "views" / "r_001_depth.npy")
-    assert depth.shape == (24, 24) and depth.max() == pytest.approx(1.5, abs=0.05)  # radius 0.5 after normalising
+    assert depth.shape == (24, 24) and depth[depth > 0].min() == pytest.approx(1.5, abs=0.01)  # radius 0.5 once normalised
     assert (tmp_path / "views" / "r_002_normal.png").is_file()
 
 

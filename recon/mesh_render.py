@@ -1,0 +1,346 @@
+"""Render a mesh into posed views on the CPU (open3d ray casting): ground truth, turntables, tests.
+
+What a render is:
+- ``rgba``: straight alpha. Alpha is pixel coverage (the fraction of ``supersample``^2 sub-pixel rays that
+  hit the mesh); RGB is the surface colour (UV texture, else vertex colours, else face colours, else grey)
+  times a Lambertian factor ``ambient + diffuse * max(0, n . l)``. The default light is fixed in the *world*
+  (above and to one side), so a surface point has the same colour in every view (multi-view consistent, as
+  the optimisers' view-independent colour fields assume); ``Light(direction=None)`` is a headlight instead.
+  Shading is done in display (sRGB) space, no gamma. Pixels with alpha 0 take the ``background`` colour.
+- ``depth``: distance along the camera's -z axis (not along the ray), averaged over the sub-pixel hits;
+  **0 where nothing is hit**.
+- ``normal``: world-space unit normal, smooth (interpolated vertex normals) or flat, flipped to face the
+  camera (meshes with inconsistent winding render the same); zeros where nothing is hit.
+
+Meshes: :func:`load_mesh` reads OBJ/PLY/GLB/GLTF into one ``trimesh.Trimesh`` in the z-up world;
+:func:`normalize_mesh` centres and scales a mesh the way every ground-truth render in this project does.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+
+from img2mesh.data.cameras import Camera, camera_rays
+from img2mesh.data.errors import InputError
+from img2mesh.data.io import atomic_write_bytes, atomic_write_text, png_bytes
+from img2mesh.data.views import View, Views, write_views
+
+GREY = np.array([0.7, 0.7, 0.7], dtype=np.float32)  # colour of meshes that carry none
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+# Rotations between the glTF / y-up convention and the z-up world (+90 deg about x): y-up's +y becomes +z
+# and y-up's +z (glTF "front") becomes -y. export.py uses the inverse, so export -> load is the identity.
+Y_UP_TO_Z_UP = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+Z_UP_TO_Y_UP = np.linalg.inv(Y_UP_TO_Z_UP)
+
+
+@dataclass(frozen=True)
+class Light:
+    """Lambertian lighting: colour * (ambient + diffuse * max(0, n . l))."""
+
+    ambient: float = 0.35
+    diffuse: float = 0.65
+    direction: tuple[float, float, float] | None = (0.35, -0.25, 0.9)  # world, towards the light; None = headlight
+
+
+@dataclass
+class MeshRender:
+    rgba: np.ndarray  # [H, W, 4] float32 in [0, 1], straight alpha (alpha = coverage)
+    depth: np.ndarray  # [H, W] float32, distance along the camera's -z axis, 0 where nothing is hit
+    normal: np.ndarray  # [H, W, 3] float32, world-space unit normals facing the camera, 0 where nothing is hit
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def load_mesh(path: str | os.PathLike, up: str | None = None, texture: str | os.PathLike | None = None) -> trimesh.Trimesh:
+    """Read OBJ / PLY / GLB / GLTF (or anything trimesh reads) as one mesh in the z-up world.
+
+    ``up`` is the file's up axis: ``'z'`` (kept as is) or ``'y'`` (rotated +90 deg about x so +y becomes +z).
+    Default: ``'y'`` for GLB/GLTF (the glTF convention, undoing :func:`export_mesh`'s conversion), ``'z'``
+    otherwise (img2mesh's OBJ/PLY). A scene is flattened into one mesh with its node transforms applied.
+    Textures are kept. An OBJ with UVs but no ``mtllib`` gets ``texture`` if given, else the one image
+    beside it whose name starts with the mesh name's first word (``spot_triangulated.obj`` ->
+    ``spot_texture.png``), if exactly one such image exists.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"mesh file {path} does not exist")
+    suffix = path.suffix.lower()
+    if up is None:
+        up = "y" if suffix in (".glb", ".gltf") else "z"
+    if up not in ("y", "z"):
+        raise InputError(f"unknown up axis {up!r}: use 'y' or 'z'")
+    try:
+        loaded = trimesh.load(path, process=False)
+    except Exception as e:  # trimesh raises many types for unreadable files
+        raise InputError(f"cannot read mesh {path} ({type(e).__name__}: {e}); use an OBJ, PLY or GLB file") from None
+    if isinstance(loaded, trimesh.Scene):
+        loaded = loaded.to_mesh() if loaded.geometry else None  # node transforms applied, materials kept
+    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+        raise InputError(f"{path} holds no triangles: give a mesh file (a point cloud cannot be rendered)")
+    mesh = loaded
+    if texture is not None or (suffix == ".obj" and _has_uv(mesh) and not _obj_has_mtllib(path)):
+        image_path = Path(texture) if texture is not None else _sibling_texture(path)
+        if image_path is not None:
+            if not _has_uv(mesh):
+                raise InputError(f"{path} has no UV coordinates, so texture {image_path} cannot be applied")
+            from PIL import Image
+
+            with Image.open(image_path) as im:
+                image = im.convert("RGB")
+            mesh.visual = trimesh.visual.TextureVisuals(uv=mesh.visual.uv, image=image)
+    if up == "y":
+        mesh.apply_transform(Y_UP_TO_Z_UP)
+    return mesh
+
+
+def _has_uv(mesh: trimesh.Trimesh) -> bool:
+    return isinstance(mesh.visual, trimesh.visual.TextureVisuals) and mesh.visual.uv is not None and len(mesh.visual.uv) > 0
+
+
+def _obj_has_mtllib(path: Path) -> bool:
+    with open(path, "r", errors="ignore") as f:
+        return any(line.startswith("mtllib") for line in f)
+
+
+def _sibling_texture(path: Path) -> Path | None:
+    prefix = path.stem.replace("-", "_").split("_")[0].lower()
+    found = [p for p in sorted(path.parent.iterdir())
+             if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.lower().startswith(prefix)]
+    return found[0] if len(found) == 1 else None
+
+
+def normalize_mesh(mesh: trimesh.Trimesh, size: float = 1.0) -> trimesh.Trimesh:
+    """A copy centred on its bounding-box centre with the longest bounding-box side scaled to ``size``.
+
+    The ground-truth convention of this project (and of SyncDreamer's evaluation): ``size=1`` puts the object
+    inside [-0.5, 0.5]^3, i.e. within a bounding sphere of radius <= 0.87, which a camera at radius 2 with
+    a 49.1 deg field of view sees whole (its half-width at the origin is 0.91).
+    """
+    lo, hi = mesh.bounds
+    extent = float(np.max(hi - lo))
+    if extent <= 0:
+        raise InputError("cannot normalise a mesh with an empty bounding box")
+    out = mesh.copy()
+    out.apply_translation(-(lo + hi) / 2.0)
+    out.apply_scale(size / extent)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- colours
+
+
+def _texture_image(visual) -> tuple[np.ndarray | None, np.ndarray]:
+    """(texture [Ht, Wt, 3] float32 or None, colour factor [3]) of a TextureVisuals' material."""
+    material = visual.material
+    image = getattr(material, "image", None)
+    factor = np.ones(3, dtype=np.float32)
+    if isinstance(material, trimesh.visual.material.PBRMaterial):
+        image = material.baseColorTexture
+        if material.baseColorFactor is not None:
+            factor = np.asarray(material.baseColorFactor[:3], dtype=np.float32) / 255.0
+    elif image is None and getattr(material, "diffuse", None) is not None:
+        factor = np.asarray(material.diffuse[:3], dtype=np.float32) / 255.0
+    if image is None:
+        return None, factor
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0, factor
+
+
+def _sample_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup with wrap-around; uv [N, 2] with v up (OBJ/glTF as trimesh loads them) -> [N, 3]."""
+    h, w = image.shape[:2]
+    x = uv[:, 0] * w - 0.5
+    y = (1.0 - uv[:, 1]) * h - 0.5
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x0, x1, y0, y1 = x0 % w, (x0 + 1) % w, y0 % h, (y0 + 1) % h
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def surface_colors(mesh: trimesh.Trimesh, face_ids: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Colour [N, 3] in [0, 1] at points given by face ids [N] and barycentric weights [N, 3]."""
+    visual = mesh.visual
+    corners = mesh.faces[face_ids]  # [N, 3] vertex ids
+    if isinstance(visual, trimesh.visual.TextureVisuals):
+        image, factor = _texture_image(visual)
+        if image is not None and visual.uv is not None:
+            uv = np.einsum("nk,nkc->nc", bary, np.asarray(visual.uv, dtype=np.float64)[corners])
+            return _sample_texture(image, uv) * factor
+        return np.broadcast_to(factor, (len(face_ids), 3)).astype(np.float32)
+    if visual.kind == "vertex":
+        colors = np.asarray(visual.vertex_colors[:, :3], dtype=np.float32) / 255.0
+        return np.einsum("nk,nkc->nc", bary, colors[corners]).astype(np.float32)
+    if visual.kind == "face":
+        return np.asarray(visual.face_colors[face_ids, :3], dtype=np.float32) / 255.0
+    return np.broadcast_to(GREY, (len(face_ids), 3)).astype(np.float32)
+
+
+def smooth_vertex_normals(mesh: trimesh.Trimesh) -> np.ndarray:
+    """Area-weighted vertex normals [V, 3] that ignore UV seams (vertices at one position share a normal)."""
+    _, position_id = np.unique(np.round(mesh.vertices, 9), axis=0, return_inverse=True)
+    position_id = position_id.reshape(-1)
+    tri = mesh.vertices[mesh.faces]  # [F, 3, 3]
+    area_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [F, 3], length = 2 * area
+    acc = np.zeros((position_id.max() + 1, 3))
+    for k in range(3):
+        np.add.at(acc, position_id[mesh.faces[:, k]], area_normals)
+    normals = acc[position_id]
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+
+# --------------------------------------------------------------------------------------------- rendering
+
+
+class _Scene:
+    """A mesh prepared once for ray casting from many cameras."""
+
+    def __init__(self, mesh: trimesh.Trimesh, smooth: bool):
+        import open3d as o3d  # slow to import: only when rendering
+
+        self.mesh = mesh
+        self.scene = o3d.t.geometry.RaycastingScene()
+        self.scene.add_triangles(
+            o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
+            o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)),
+        )
+        self.vertex_normals = smooth_vertex_normals(mesh) if smooth else None
+        self._o3d = o3d
+
+    def cast(self, origins: np.ndarray, dirs: np.ndarray) -> dict[str, np.ndarray]:
+        """origins, dirs [N, 3] (unit dirs) -> t [N] (inf on miss), face ids [N], barycentric [N, 3], geometric normals [N, 3]."""
+        rays = np.concatenate([origins, dirs], axis=1).astype(np.float32)
+        out = self.scene.cast_rays(self._o3d.core.Tensor(rays))
+        t = out["t_hit"].numpy()
+        uv = out["primitive_uvs"].numpy().astype(np.float64)
+        bary = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=1)
+        face_ids = out["primitive_ids"].numpy().astype(np.int64)
+        return {"t": t, "face_ids": face_ids, "bary": bary, "normals": out["primitive_normals"].numpy().astype(np.float64)}
+
+
+def _render_one(scene: _Scene, camera: Camera, light: Light, background: float, supersample: int) -> MeshRender:
+    s = int(supersample)
+    hi = camera.resized(camera.width * s, camera.height * s)
+    origins, dirs = (x.numpy().astype(np.float64) for x in camera_rays(hi, dtype=torch.float64))
+    hit = scene.cast(origins, dirs)
+    n_rays = len(dirs)
+    mask = np.isfinite(hit["t"])  # [N]
+    idx = np.nonzero(mask)[0]
+    face_ids, bary, d = hit["face_ids"][idx], hit["bary"][idx], dirs[idx]
+
+    # Normals facing the camera: flip the geometric normal first, then the shading normal to agree with it.
+    geo = hit["normals"][idx]
+    geo *= np.where(np.sum(geo * d, axis=1, keepdims=True) > 0, -1.0, 1.0)
+    if scene.vertex_normals is not None:
+        normal = np.einsum("nk,nkc->nc", bary, scene.vertex_normals[scene.mesh.faces[face_ids]])
+        normal *= np.where(np.sum(normal * geo, axis=1, keepdims=True) < 0, -1.0, 1.0)
+        length = np.linalg.norm(normal, axis=1, keepdims=True)
+        normal = np.where(length > 1e-8, normal / np.maximum(length, 1e-12), geo)
+    else:
+        normal = geo
+
+    l = -d if light.direction is None else np.broadcast_to(np.asarray(light.direction, dtype=np.float64), d.shape)
+    l = l / np.linalg.norm(l, axis=1, keepdims=True)
+    shade = light.ambient + light.diffuse * np.clip(np.sum(normal * l, axis=1, keepdims=True), 0.0, None)
+    rgb = np.clip(surface_colors(scene.mesh, face_ids, bary) * shade, 0.0, 1.0)  # [n_hit, 3]
+    forward = -camera.c2w[:3, 2]
+    z = hit["t"][idx] * (d @ forward)  # [n_hit] distance along the camera's -z
+
+    # Scatter the hits into full-resolution buffers, then average each s x s block of sub-pixels.
+    buf = np.zeros((n_rays, 8), dtype=np.float64)  # rgb, depth, normal, coverage
+    buf[idx, 0:3], buf[idx, 3], buf[idx, 4:7], buf[idx, 7] = rgb, z, normal, 1.0
+    h, w = camera.height, camera.width
+    summed = buf.reshape(h, s, w, s, 8).sum(axis=(1, 3))  # [H, W, 8]
+    hits = summed[..., 7]
+    covered = hits > 0
+    denom = np.maximum(hits, 1.0)[..., None]
+    alpha = hits / (s * s)
+    rgb_img = np.where(covered[..., None], summed[..., 0:3] / denom, background)
+    depth = np.where(covered, summed[..., 3] / denom[..., 0], 0.0)
+    nrm = summed[..., 4:7]
+    nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-12)
+    rgba = np.concatenate([rgb_img, alpha[..., None]], axis=-1).astype(np.float32)
+    return MeshRender(rgba=rgba, depth=depth.astype(np.float32), normal=nrm.astype(np.float32))
+
+
+def render_mesh(
+    mesh: trimesh.Trimesh,
+    cameras: list[Camera],
+    *,
+    light: Light = Light(),
+    background: float = 1.0,
+    supersample: int = 2,
+    smooth: bool = True,
+) -> list[MeshRender]:
+    """Render ``mesh`` from every camera (see the module docstring for what the buffers hold).
+
+    ``supersample``: sub-pixel rays per side (antialiased alpha and colour); ``smooth``: shade with
+    interpolated vertex normals (False: flat face normals, right for boxes and other hard-edged meshes).
+    """
+    if len(mesh.faces) == 0:
+        raise InputError("cannot render a mesh without faces")
+    assert supersample >= 1, f"supersample must be >= 1, got {supersample}"
+    scene = _Scene(mesh, smooth)
+    from img2mesh.data.progress import progress
+
+    return [_render_one(scene, cam, light, background, supersample) for cam in progress(cameras, desc="render")]
+
+
+def render_views(mesh: trimesh.Trimesh, cameras: list[Camera], **kwargs) -> Views:
+    """Renders as :class:`Views` named ``r_000``, ``r_001``, ...; the first is the input view."""
+    renders = render_mesh(mesh, cameras, **kwargs)
+    return Views([View(r.rgba, cam, name=f"r_{i:03d}", is_input=(i == 0)) for i, (r, cam) in enumerate(zip(renders, cameras))])
+
+
+def render_mesh_to_folder(
+    mesh: str | os.PathLike | trimesh.Trimesh,
+    out_dir: str | os.PathLike,
+    cameras: list[Camera],
+    *,
+    up: str | None = None,
+    normalize: float | None = None,
+    **render_kwargs,
+) -> Views:
+    """Render a mesh (file or Trimesh) into a NeRF-format views folder, plus depth and normal maps.
+
+    Writes ``r_XXX.png`` + ``transforms.json`` (read back by ``read_views``), ``r_XXX_depth.npy`` (float32
+    [H, W], distance along the camera's -z, 0 off the object), ``r_XXX_normal.png`` (RGBA uint8: world normal
+    mapped by (n + 1) / 2, alpha = coverage) and ``render.json`` (source, up axis and the normalisation applied).
+    ``normalize``: longest bounding-box side after :func:`normalize_mesh` (None: the file's coordinates).
+    """
+    out_dir = Path(out_dir)
+    source = str(mesh) if not isinstance(mesh, trimesh.Trimesh) else "<in-memory mesh>"
+    if not isinstance(mesh, trimesh.Trimesh):
+        mesh = load_mesh(mesh, up=up)
+    info = {"source": source, "up": up, "normalize": normalize}
+    if normalize is not None:
+        lo, hi = mesh.bounds
+        info.update(center=((lo + hi) / 2).tolist(), scale=float(normalize / np.max(hi - lo)))
+        mesh = normalize_mesh(mesh, normalize)
+    renders = render_mesh(mesh, cameras, **render_kwargs)
+    views = Views([View(r.rgba, c, name=f"r_{i:03d}", is_input=(i == 0)) for i, (r, c) in enumerate(zip(renders, cameras))])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for view, r in zip(views, renders):
+        atomic_write_bytes(out_dir / f"{view.name}_depth.npy", _npy_bytes(r.depth))
+        normal_rgb = np.clip((r.normal + 1.0) * 0.5, 0.0, 1.0) * (r.rgba[..., 3:] > 0)
+        normal_rgba = np.concatenate([normal_rgb, r.rgba[..., 3:]], axis=-1)
+        atomic_write_bytes(out_dir / f"{view.name}_normal.png", png_bytes((normal_rgba * 255 + 0.5).astype(np.uint8)))
+    atomic_write_text(out_dir / "render.json", json.dumps(info, indent=2))
+    write_views(views, out_dir)  # transforms.json last: the folder is complete once it exists
+    return views
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
