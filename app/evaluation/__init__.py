@@ -1,0 +1,1 @@
+"""Evaluation: novel-view metrics against ground truth and a ground-truth-free 3D-consistency metric."""
