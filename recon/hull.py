@@ -1,0 +1,153 @@
+"""Silhouette carving (visual hull): the `hull` baseline, and bounds / initial shape for the optimisers.
+
+Every grid node over [-bounds, bounds]^3 (the meshing.py grid convention) is projected into every view and
+the view's alpha is sampled there (bilinear). The *soft hull* field is the minimum of those samples over
+the views; the hull is where it is >= ``threshold`` (0.5), and its mesh is that level set (sub-voxel
+silhouettes, not voxel stair-steps).
+
+Nodes a view does not see (projecting outside its image or behind it): if the view's mask stays clear of
+the image border, the whole object is in frame, so such a node is empty for that view (sample 0); if the
+mask touches the border, the object may continue outside the image, so that view says nothing about the
+node (sample 1: not carved). A node no view sees inside its image is carved (an object seen by nobody is
+not evidence).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import trimesh
+
+from img2mesh.data.errors import InputError
+from img2mesh.data.views import Views
+
+from .meshing import grid_points, mesh_from_grid
+
+
+@dataclass
+class HullResult:
+    occupancy: np.ndarray  # [R, R, R] bool: grid nodes over [-bounds, bounds]^3 inside every silhouette
+    bounds: float  # half-size of the carved cube
+    mesh: trimesh.Trimesh  # level set of the soft hull at the carving threshold
+    soft: np.ndarray  # [R, R, R] float32: min over views of the sampled alpha
+    sdf_grid: np.ndarray  # [R, R, R] float32: signed distance to the hull, world units, positive outside
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def resolution(self) -> int:
+        return self.occupancy.shape[0]
+
+    @property
+    def voxel_size(self) -> float:
+        return 2.0 * self.bounds / (self.resolution - 1)
+
+    def hull_sdf(self, points: torch.Tensor) -> torch.Tensor:
+        """Signed distance [N] (positive outside, world units) at ``points`` [N, 3], trilinear in the grid;
+        beyond the carved cube the distance to the cube is added. Accurate to about one voxel (it is
+        the distance transform of the node occupancy), enough to initialise an SDF and bound samples."""
+        assert points.ndim == 2 and points.shape[1] == 3, f"points must be [N, 3], got {tuple(points.shape)}"
+        key = (points.device, points.dtype)
+        if key not in self._cache:
+            self._cache[key] = torch.as_tensor(self.sdf_grid, device=points.device, dtype=points.dtype)[None, None]
+        grid = self._cache[key]  # [1, 1, X, Y, Z]
+        # grid_sample's (x, y, z) index (W, H, D) = our (iz, iy, ix).
+        coords = (points / self.bounds).flip(-1).reshape(1, -1, 1, 1, 3)
+        inside = F.grid_sample(grid, coords, mode="bilinear", padding_mode="border", align_corners=True).reshape(-1)
+        beyond = (points.abs() - self.bounds).clamp(min=0).norm(dim=-1)
+        return inside + beyond
+
+
+@dataclass
+class Bounds:
+    """A box and a sphere that enclose the object."""
+
+    aabb_min: np.ndarray  # [3]
+    aabb_max: np.ndarray  # [3]
+
+    @property
+    def center(self) -> np.ndarray:  # [3]
+        return (self.aabb_min + self.aabb_max) / 2.0
+
+    @property
+    def radius(self) -> float:
+        return float(np.linalg.norm(self.aabb_max - self.aabb_min) / 2.0)
+
+
+def _view_tensors(views: Views, device) -> list[tuple[torch.Tensor, torch.Tensor, float, int, int, bool]]:
+    out = []
+    for view in views:
+        cam = view.camera
+        alpha = torch.as_tensor(np.ascontiguousarray(view.mask), dtype=torch.float32, device=device)  # [H, W]
+        border = torch.cat([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
+        w2c = torch.as_tensor(np.linalg.inv(cam.c2w), dtype=torch.float32, device=device)
+        out.append((alpha[None, None], w2c, cam.focal, cam.width, cam.height, bool(border.max() < 0.5)))
+    return out
+
+
+def soft_hull(views: Views, points: torch.Tensor, threshold: float = 0.5, chunk: int = 1 << 21) -> torch.Tensor:
+    """Min over views of the alpha sampled at ``points`` [N, 3] -> [N] (see the module docstring for unseen
+    points); a point is inside the hull where this is >= ``threshold``."""
+    if len(views) == 0:
+        raise InputError("cannot carve a hull from zero views")
+    per_view = _view_tensors(views, points.device)
+    out = []
+    for start in range(0, points.shape[0], chunk):
+        p = points[start : start + chunk]  # [n, 3]
+        soft = torch.ones(p.shape[0], device=p.device)
+        seen = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+        for alpha, w2c, focal, width, height, in_frame in per_view:
+            pc = p @ w2c[:3, :3].T + w2c[:3, 3]  # [n, 3] camera frame, looking along -z
+            depth = -pc[:, 2]
+            safe = depth.clamp(min=1e-6)
+            u = focal * pc[:, 0] / safe + 0.5 * width
+            v = -focal * pc[:, 1] / safe + 0.5 * height
+            visible = (depth > 1e-6) & (u >= 0) & (u <= width) & (v >= 0) & (v <= height)
+            grid = torch.stack([u / width * 2 - 1, v / height * 2 - 1], dim=-1).reshape(1, -1, 1, 2)
+            sample = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(-1)
+            unseen_value = 0.0 if in_frame else 1.0
+            soft = torch.minimum(soft, torch.where(visible, sample, torch.full_like(sample, unseen_value)))
+            seen |= visible
+        out.append(torch.where(seen, soft, torch.zeros_like(soft)))
+    return torch.cat(out)
+
+
+def carve_hull(
+    views: Views,
+    resolution: int = 128,
+    bounds: float = 1.0,
+    *,
+    threshold: float = 0.5,
+    keep_components: int = 1,
+    device="cpu",
+) -> HullResult:
+    """Carve a ``resolution``^3 grid over [-bounds, bounds]^3 with every view's mask (alpha >= ``threshold``)."""
+    from scipy import ndimage
+
+    points = grid_points(-bounds, bounds, resolution, device=device)  # [R^3, 3]
+    soft = soft_hull(views, points, threshold).reshape(resolution, resolution, resolution).cpu().numpy()
+    occupancy = soft >= threshold
+    if not occupancy.any():
+        raise InputError("the views' silhouettes do not overlap anywhere inside the bounds: check that the masks "
+                         "are not empty and the camera poses are right (object at the origin)")
+    mesh = mesh_from_grid(soft, -bounds, bounds, threshold, inside="above", keep_components=keep_components)
+    # Signed distance between node centres: half a voxel short of either side's nearest node.
+    voxel = 2.0 * bounds / (resolution - 1)
+    outside = ndimage.distance_transform_edt(~occupancy)
+    inside = ndimage.distance_transform_edt(occupancy)
+    sdf = np.where(occupancy, -(inside - 0.5), outside - 0.5) * voxel
+    return HullResult(occupancy=occupancy, bounds=float(bounds), mesh=mesh, soft=soft.astype(np.float32),
+                      sdf_grid=sdf.astype(np.float32))
+
+
+def estimate_bounds(views: Views, resolution: int = 64, margin: float = 0.05, bounds: float = 1.0,
+                    hull: HullResult | None = None) -> Bounds:
+    """A box around the carved hull, grown by one voxel plus ``margin`` (world units) on every side.
+
+    Pass an existing ``hull`` to reuse it; else one is carved at ``resolution``."""
+    hull = hull if hull is not None else carve_hull(views, resolution, bounds)
+    idx = np.argwhere(hull.occupancy)
+    lo = -hull.bounds + idx.min(axis=0) * hull.voxel_size - hull.voxel_size - margin
+    hi = -hull.bounds + idx.max(axis=0) * hull.voxel_size + hull.voxel_size + margin
+    return Bounds(aabb_min=lo.astype(np.float64), aabb_max=hi.astype(np.float64))

@@ -1,0 +1,81 @@
+"""Silhouette carving: a sphere and a cube carved from renders, the hull's SDF and bounds."""
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from img2mesh.data.cameras import camera_from_spherical, ring_cameras
+from img2mesh.data.errors import InputError
+from img2mesh.data.views import View, Views
+from img2mesh.recon.hull import carve_hull, estimate_bounds
+from img2mesh.recon.mesh_render import render_views
+
+
+@pytest.fixture(scope="module")
+def sphere_views():
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    return sphere, render_views(sphere, ring_cameras(36, 20.0, size=64))
+
+
+def test_sphere_hull_radius(sphere_views):
+    sphere, views = sphere_views
+    hull = carve_hull(views, resolution=64)
+    v = hull.mesh.vertices
+    r = np.linalg.norm(v, axis=1)
+    # Around the equator 36 views pin the silhouette down to a fraction of a voxel (0.032) ...
+    band = np.abs(v[:, 2]) < 0.2
+    assert np.abs(r[band] - 0.5).max() < 0.012
+    # ... above and below, a 20-degree ring leaves cones: the hull only ever contains the sphere.
+    assert r.min() > 0.5 - 0.01 and r.max() < 0.62
+    assert hull.mesh.is_watertight and 1.0 < hull.mesh.volume / sphere.volume < 1.15
+    # Signed distance (world units, about a voxel accurate): negative inside, ~0 on the equator, positive
+    # outside, and beyond the carved cube the distance to the cube is added.
+    sdf = hull.hull_sdf(torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.8, 0.0], [1.5, 0.0, 0.0]]))
+    tol = 1.5 * hull.voxel_size
+    assert sdf[0] == pytest.approx(-0.5, abs=tol) and abs(sdf[1]) < tol
+    assert sdf[2] == pytest.approx(0.3, abs=tol) and sdf[3] == pytest.approx(1.0, abs=tol)
+    assert hull.occupancy.shape == (64, 64, 64) and hull.occupancy.dtype == bool
+
+
+def test_cube_hull_contains_cube_with_tight_sides():
+    cube = trimesh.creation.box(extents=(0.6, 0.6, 0.6))
+    cams = ring_cameras(12, 20.0, size=64) + ring_cameras(12, -30.0, size=64, start_azimuth=15.0)
+    cams.append(camera_from_spherical(90.0, 0.0, width=64))
+    hull = carve_hull(render_views(cube, cams, smooth=False), resolution=64)
+    lo, hi = hull.mesh.bounds
+    assert np.allclose(lo[:2], -0.3, atol=0.03) and np.allclose(hi[:2], 0.3, atol=0.03)
+    # Perspective views cannot carve the slight roof above a flat face (seen inside its own silhouette).
+    assert 0.3 <= hi[2] < 0.36 and -0.42 < lo[2] <= -0.3
+    surface = torch.tensor(cube.sample(500, seed=0), dtype=torch.float32)
+    assert hull.hull_sdf(surface).max() < hull.voxel_size  # the cube is inside its hull
+    assert 1.0 < hull.mesh.volume / 0.216 < 1.2
+
+
+def test_bounds_enclose_the_object(sphere_views):
+    _, views = sphere_views
+    b = estimate_bounds(views, resolution=32)
+    assert np.all(b.aabb_min < -0.5) and np.all(b.aabb_max > 0.5) and np.all(b.aabb_max < 0.75)
+    assert np.allclose(b.center[:2], 0.0, atol=0.03) and 0.85 < b.radius < 1.2
+
+
+def test_object_cut_by_the_image_border_is_not_carved_outside():
+    # A side view whose mask runs off the top and bottom of its image says nothing about what lies beyond
+    # them, so the column above and below its image survives (seen and kept by a top view with a full mask).
+    side = camera_from_spherical(0.0, 0.0, 2.0, width=16)
+    top = camera_from_spherical(90.0, 0.0, 2.0, width=16)
+    band = np.zeros((16, 16, 4), np.float32)
+    band[:, 4:12, 3] = 1.0
+    full = np.ones((16, 16, 4), np.float32)
+    hull = carve_hull(Views([View(band, side), View(full, top)]), resolution=17)
+    column = hull.occupancy[8, 8, :]  # the z axis through the origin; its ends leave the side view's image
+    assert column[1:-1].all() and hull.occupancy[8, 8, 0]
+    # The same band wholly in frame: the object ends inside the image, so beyond the image is empty.
+    band[:3, :, 3] = band[-3:, :, 3] = 0.0
+    hull = carve_hull(Views([View(band, side), View(full, top)]), resolution=17)
+    assert not hull.occupancy[8, 8, [0, -1]].any() and hull.occupancy[8, 8, 8]
+
+
+def test_empty_masks_give_a_clear_error():
+    cam = camera_from_spherical(0.0, 0.0, 2.0, width=8)
+    with pytest.raises(InputError, match="silhouettes do not overlap"):
+        carve_hull(Views([View(np.zeros((8, 8, 4), np.float32), cam)]), resolution=8)
