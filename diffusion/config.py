@@ -16,3 +16,20 @@ class DiffusionConfig:
     window_deg: float = 125.0
     max_batch: int = 0  # UNet batch per call; 0 = automatic from free memory
     dtype: str = "auto"  # auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 elsewhere)
+    # Added for the generator (img2mesh.diffusion):
+    # Which cameras to generate instead of the ring(s): "" keeps num_views/elevations; "syncdreamer16",
+    # "ringN" or a NeRF cameras .json name a layout (img2mesh.data.cameras.camera_layout).
+    cameras: str = ""
+    # reference: the LDM DDIM timesteps ViewFusion/Zero-1-to-3 run (c = 1000 // steps, +1, noisiest dropped);
+    # diffusers: DDIMScheduler's own "leading" spacing from the model's scheduler config. Reference by default
+    # because that is what the published results were produced with.
+    schedule: str = "reference"
+    # per_anchor: each anchor draws its own DDIM noise before the weighted sum (ViewFusion's main sampler);
+    # shared: one draw per step for all anchors (its other variant). Only matters when eta > 0.
+    eta_noise: str = "per_anchor"
+    # One unconditional UNet row per step instead of one per anchor. Identical output (the unconditional
+    # branch does not depend on the anchor); False reproduces the reference's call pattern, for checking.
+    share_uncond: bool = True
+    # Weight of the extra input images relative to each other (several inputs): softmax(-d / max d / t).
+    # 1.0 is what ViewFusion's multi-input script uses.
+    input_temp: float = 1.0

@@ -1,0 +1,68 @@
+"""Device and precision choices for the Zero-1-to-3 models, and how many UNet rows fit in one call."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from img2mesh.data.errors import InputError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+          "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+CPU_MAX_BATCH = 8  # CPU throughput stops improving beyond a few rows; keeps peak RAM moderate
+MAX_BATCH_CAP = 64
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` -> cuda if present, else mps, else cpu. An unavailable device is an error."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"unknown device {device!r} ({e}): use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UnavailableError("device cuda was asked for but this PyTorch build sees no CUDA GPU; use device=cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UnavailableError("device mps was asked for but is not available here; use device=cpu")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/``"auto"`` -> fp16 on CUDA, fp32 on CPU and MPS; otherwise the named precision."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
+    resolved = DTYPES[dtype]
+    if device.type == "cpu" and resolved == torch.float16:
+        log.warning("fp16 on the CPU is slow and not more accurate; bf16 or fp32 are better choices there")
+    return resolved
+
+
+def auto_max_batch(device: torch.device, dtype: torch.dtype, latent_hw: tuple[int, int], base_channels: int) -> int:
+    """How many UNet rows to run per call when ``max_batch`` is 0 (automatic).
+
+    On CUDA: half the free memory divided by a per-row activation estimate (an SD-1.x UNet at 32x32 latents
+    needs roughly 60 MB of activations per row in fp16, growing with the latent area and width; attention
+    scores are counted as if materialised, which SDPA's math fallback does). Elsewhere a moderate constant.
+    A CUDA out-of-memory error during sampling halves the batch and retries, so this need not be exact.
+    """
+    if device.type != "cuda":
+        return CPU_MAX_BATCH
+    free, _ = torch.cuda.mem_get_info(device)
+    h, w = latent_hw
+    elem = torch.finfo(dtype).bits // 8
+    area = h * w
+    activations = 60e6 * (area / 1024) * (base_channels / 320) * (elem / 2)
+    attention = 8 * area * area * elem  # one layer's [heads, tokens, tokens] scores
+    per_row = activations + attention
+    return int(max(1, min(MAX_BATCH_CAP, 0.5 * free // per_row)))
