@@ -1,0 +1,111 @@
+"""Mesh-vs-ground-truth metrics: Chamfer distance, F-score and volume IoU (SyncDreamer's protocol).
+
+Both meshes are first mapped by the *ground truth's* normalisation: its bounding box centred at the origin
+and its longest side scaled to 1, so numbers compare across objects and with SyncDreamer's tables.
+- Chamfer: ``n_points`` points sampled uniformly (by area, seeded) on each surface; nearest-neighbour
+  distances (scipy cKDTree) both ways; ``(mean d(pred -> gt) + mean d(gt -> pred)) / 2``.
+- F-score at ``fscore_threshold`` (0.01 of the GT's size): precision = share of pred points within the
+  threshold of GT points, recall = the converse, F = 2PR / (P + R).
+- Volume IoU: occupancy of the two meshes at the cell centres of an ``iou_resolution``^3 grid over
+  [-iou_bounds, iou_bounds]^3. The default (64 cells over [-1, 1]^3, the GT filling the central [-0.5, 0.5])
+  is SyncDreamer's grid (mesh2sdf at size 64 in the [-1, 1] cube). Inside tests are majority votes of
+  ray-crossing parity over ``occupancy_rays`` directions (open3d), which tolerates the holes and seams of
+  scanned or UV-split ground-truth meshes: measured on the 36-view hulls here, GT cells falling outside
+  the hull (impossible for a correct test) drop from 411 to 51 (bunny) and 1089 to 19 (Suzanne) compared
+  with open3d's single-direction ``compute_occupancy``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+
+from img2mesh.data.errors import InputError
+
+
+def gt_normalization(gt: trimesh.Trimesh) -> tuple[np.ndarray, float]:
+    """(centre [3], scale): ``(x - centre) * scale`` puts ``gt``'s bounding box at the origin, longest side 1."""
+    lo, hi = gt.bounds
+    extent = float(np.max(hi - lo))
+    if not extent > 0:
+        raise InputError("the ground-truth mesh has an empty bounding box")
+    return (lo + hi) / 2.0, 1.0 / extent
+
+
+def sample_surface(mesh: trimesh.Trimesh, n_points: int, seed: int = 0) -> np.ndarray:
+    """``n_points`` points [n, 3] uniformly on the surface (area-weighted), reproducible with ``seed``."""
+    points, _ = trimesh.sample.sample_surface(mesh, int(n_points), seed=seed)
+    return np.asarray(points, dtype=np.float64)
+
+
+def ray_directions(n: int) -> np.ndarray:
+    """``n`` fixed unit directions [n, 3] spread over the sphere (Fibonacci lattice, tilted off the axes)."""
+    i = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * i / n
+    phi = np.pi * (3.0 - np.sqrt(5.0)) * i + 0.1
+    d = np.stack([np.sqrt(1 - z**2) * np.cos(phi), np.sqrt(1 - z**2) * np.sin(phi), z], axis=1)
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def occupancy(mesh: trimesh.Trimesh, points: np.ndarray, rays: int = 7) -> np.ndarray:
+    """Inside test [N] bool: the majority over ``rays`` (odd) directions of ray-crossing parity (open3d).
+
+    One direction is exact for closed meshes; spreading the votes over the sphere makes holes (a scan's
+    open bottom, Suzanne's eye sockets) wrong for only the few directions that escape through them."""
+    import open3d as o3d
+
+    assert rays % 2 == 1, f"rays must be odd (a majority vote), got {rays}"
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
+                        o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
+    points = np.asarray(points, dtype=np.float32)
+    votes = np.zeros(len(points), dtype=np.int32)
+    for d in ray_directions(rays).astype(np.float32):
+        cast = np.concatenate([points, np.broadcast_to(d, points.shape)], axis=1)
+        votes += scene.count_intersections(o3d.core.Tensor(np.ascontiguousarray(cast))).numpy() % 2
+    return votes > rays // 2
+
+
+def cell_centres(resolution: int, bounds: float) -> np.ndarray:
+    """Centres [R^3, 3] of an R^3 grid of cells over [-bounds, bounds]^3."""
+    c = (np.arange(resolution) + 0.5) / resolution * 2.0 * bounds - bounds
+    return np.stack(np.meshgrid(c, c, c, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def mesh_metrics(
+    pred: trimesh.Trimesh,
+    gt: trimesh.Trimesh,
+    n_points: int = 100_000,
+    seed: int = 0,
+    fscore_threshold: float = 0.01,
+    iou_resolution: int = 64,
+    iou_bounds: float = 1.0,
+    occupancy_rays: int = 7,
+) -> dict[str, float]:
+    """Chamfer, F-score and volume IoU of ``pred`` against ``gt`` (see the module docstring).
+
+    Returns ``{"chamfer", "fscore", "iou", "precision", "recall"}`` as floats."""
+    for name, mesh in (("predicted", pred), ("ground-truth", gt)):
+        if len(mesh.faces) == 0:
+            raise InputError(f"the {name} mesh has no faces")
+    centre, scale = gt_normalization(gt)
+    # Geometry only (visuals are irrelevant here), mapped by the GT's normalisation.
+    pred_n = trimesh.Trimesh((np.asarray(pred.vertices) - centre) * scale, pred.faces, process=False)
+    gt_n = trimesh.Trimesh((np.asarray(gt.vertices) - centre) * scale, gt.faces, process=False)
+
+    # One seed for both: identical meshes give identical samples, hence exactly 0 / 1 / 1.
+    pred_pts = sample_surface(pred_n, n_points, seed)
+    gt_pts = sample_surface(gt_n, n_points, seed)
+    d_pred_gt, _ = cKDTree(gt_pts).query(pred_pts, workers=-1)
+    d_gt_pred, _ = cKDTree(pred_pts).query(gt_pts, workers=-1)
+    chamfer = (d_pred_gt.mean() + d_gt_pred.mean()) / 2.0
+    precision = float(np.mean(d_pred_gt < fscore_threshold))
+    recall = float(np.mean(d_gt_pred < fscore_threshold))
+    fscore = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+    centres = cell_centres(iou_resolution, iou_bounds)
+    occ_pred = occupancy(pred_n, centres, occupancy_rays)
+    occ_gt = occupancy(gt_n, centres, occupancy_rays)
+    union = np.sum(occ_pred | occ_gt)
+    iou = float(np.sum(occ_pred & occ_gt) / union) if union else 0.0
+    return {"chamfer": float(chamfer), "fscore": float(fscore), "iou": iou, "precision": precision, "recall": recall}
