@@ -8,7 +8,98 @@ class MeshConfig:
 
 
 @dataclass
+class NeuSConfig:
+    """NeuS field (SDF + colour + learned variance). Defaults: ViewFusion/SyncDreamer's `train_renderer`."""
+
+    sdf: str = "mlp"  # mlp (SDF network on an encoding) | grid (dense SDF grid: the fast CPU path, same NeuS maths)
+    encoding: str = "frequency"  # mlp only: frequency (reference, 6 octaves) | hashgrid (instant-NGP; tcnn on CUDA)
+    n_frequencies: int = 6  # reference PE of x
+    hidden: int = 256  # reference SDF MLP width
+    layers: int = 8  # reference SDF MLP depth
+    skip: list[int] = field(default_factory=lambda: [4])  # input re-injected before this layer (reference)
+    init_radius: float = 0.5  # geometric init: sdf(x) = |x| - r at step 0 (in bounds-normalised units)
+    feature_dim: int = 256  # SDF net -> colour net feature (reference); grid backend: colour-grid channels
+    color_hidden: int = 256  # reference colour MLP width
+    color_layers: int = 4  # reference colour MLP depth
+    view_frequencies: int = 4  # PE of the view direction fed to the colour net (reference)
+    view_dependent: bool = True  # false: colour ignores the view direction (Lambertian scenes, fewer ambiguities)
+    variance_init: float = 0.3  # inv_s = exp(10 * v): NeuS's learned sharpness (reference)
+    # Hash grid (instant-NGP / instant-NSR sizes): levels x features, 2^log2_table entries per level.
+    hash_levels: int = 16
+    hash_features: int = 2
+    hash_log2_table: int = 19
+    hash_base_resolution: int = 16
+    hash_finest_resolution: int = 2048
+    # Dense-grid backend (sdf=grid): SDF grid over the object's box, initialised from the carved hull's SDF.
+    grid_resolution: int = 128  # SDF voxels per side of the sampling box
+    grid_coarse_resolution: int = 0  # >0: start at this resolution and upsample at grid_upsample_at (coarse-to-fine)
+    grid_upsample_at: float = 0.3  # fraction of steps
+    color_grid_resolution: int = 64  # colour feature grid per side (colour varies slower than shape needs)
+    grid_init: str = "hull"  # hull (carved hull's signed distance) | sphere (|x| - init_radius)
+    grid_lr_scale: float = 1.0  # SDF-grid lr = lr * this (world units per step; colour grid and MLPs use lr)
+    # Ray samples.
+    n_samples: int = 64  # uniform samples inside the ray's bounds (reference)
+    n_importance: int = 64  # importance samples, drawn in up_sample_steps rounds (reference 64 in 4 x 16)
+    up_sample_steps: int = 4
+    cos_anneal_steps: int = 200  # NeuS cos anneal: 0 = off (reference 200)
+
+
+@dataclass
+class VoxelConfig:
+    """SJC voxel NeRF: dense density + colour grids, sigma = softplus(d * exp(d_scale) + shift)."""
+
+    resolution: int = 100  # density voxels per side (SJC: 100^3 over [-1, 1]^3)
+    color_resolution: int = 100  # colour voxels per side
+    density_shift: float = -1.0  # SJC's shift: empty space has sigma = softplus(-1) ~ 0.31 at d = 0
+    step_size: float = 0.01  # ray-march step in world units (SJC 0.01 over [-1, 1]^3)
+    init: str = "hull"  # hull (dense inside the carved hull) | zero (SJC: everything at d = 0)
+    init_density: float = 1.0  # hull init: grid value inside the hull (outside: -init_density)
+    density_scale_init: float = 0.0  # d_scale at step 0 (SJC: 0); sigma = softplus(d * exp(d_scale) + shift)
+    view_dependent: bool = False  # colour grid only (SJC); true adds a tiny MLP on (features, view dir)
+    grid_lr_scale: float = 1.0  # density-grid lr = lr * this (colour grid uses lr)
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (lambda_*) and schedules; a weight of 0 switches a loss off."""
+
+    rgb: str = "soft_l1"  # soft_l1: sqrt(d^2 + 1e-3) (reference NeuS) | mse (SJC)
+    lambda_rgb: float = 0.5  # reference NeuS
+    lambda_mask: float = 1.0  # MSE of opacity vs the view's alpha (reference NeuS)
+    lambda_eikonal: float = 0.1  # reference NeuS
+    lambda_depth_smooth: float = 0.0  # SJC: (mean |dx| + mean |dy|) / 2 of rendered depth, inside the mask
+    lambda_near_view: float = 0.0  # SJC: L1 colour + depth between a camera and a jittered copy
+    near_view_jitter: float = 0.05  # norm of the camera offset, world units (SJC)
+    lambda_emptiness: float = 0.0  # SJC: mean log(1 + emptiness_scale * w) over samples (off in its README run)
+    emptiness_scale: float = 10.0  # SJC
+    lambda_sparsity: float = 0.0  # mean opacity of rays off the mask (pushes floaters away)
+    lambda_curvature: float = 0.0  # grid SDF only: squared Laplacian of the SDF near the surface (smooth shapes)
+    # Schedules: loss name -> [start, full] as fractions of training; the weight ramps linearly from 0 at
+    # `start` to lambda at `full` (a step function when equal). Names absent here are on from step 0.
+    schedules: dict[str, list[float]] = field(default_factory=lambda: {"depth_smooth": [0.5, 0.5]})
+
+
+@dataclass
 class ReconConfig:
-    method: str = "neus"  # neus | voxel | hull
-    steps: int = 2000
+    method: str = "neus"  # neus | voxel | hull (silhouette carving: the fast baseline)
+    steps: int = 2000  # reference NeuS
+    image_size: int = 0  # training resolution in px; 0 = the views' own size
+    rays_per_batch: int = 4096  # reference 3584 random + 512 foreground rays
+    foreground_fraction: float = 0.125  # share of the batch drawn from foreground pixels (512 / 4096)
+    patch_size: int = 8  # square patches for depth smoothness / near-view (0 = no patches)
+    patches_per_batch: int = 0  # patches per step, taken out of rays_per_batch (0 = none)
+    optimizer: str = "adamw"  # adamw (reference NeuS) | adam | adamax (SJC)
+    lr: float = 5e-4  # reference NeuS
+    warmup_steps: int = 100  # linear lr warm-up (reference)
+    lr_final_ratio: float = 0.02  # cosine decay to lr * this at the last step (reference x0.02)
+    checkpoint_every: int = 500  # steps between checkpoints (0 = only at the end); runs resume from the last
+    input_view_weight: float = 1.0  # loss weight of the input view's rays relative to generated views
+    bounds: str = "hull"  # hull: sample only inside the carved hull (fast, tight) | sphere: radius sphere_radius
+    sphere_radius: float = 0.866  # reference: sqrt(3)/2, the sphere around [-0.5, 0.5]^3
+    hull_resolution: int = 128  # carving grid per side (hull method, bounds and grid init)
+    hull_margin: float = 2.0  # ray bounds: the hull dilated by this many hull voxels
+    background: float = 1.0  # white background (renders and targets composited onto it)
+    neus: NeuSConfig = field(default_factory=NeuSConfig)
+    voxel: VoxelConfig = field(default_factory=VoxelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
