@@ -1,0 +1,102 @@
+"""Dense voxel grids with trilinear interpolation (and its analytic spatial gradient).
+
+A grid stores C channels at R^3 vertices spanning an axis-aligned box (vertex-aligned: vertex 0 sits on
+``aabb_min``, vertex R-1 on ``aabb_max``). Values live channel-last ([R^3, C]) so the 8 corners of a point are
+one gather; on CPU this is ~2x faster than ``F.grid_sample`` for C > 1 and gives the gradient for free.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Corner offsets (i, j, k) in {0, 1}^3, in the order the flat index offsets below use.
+_CORNERS = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+
+
+def trilinear(values: torch.Tensor, resolution: int, u: torch.Tensor, with_grad: bool = False):
+    """Interpolate a grid at continuous voxel coordinates.
+
+    values: [R^3, C] (x-major: index = (i * R + j) * R + k); u: [N, 3] voxel coordinates in [0, R - 1]
+    (clamped). Returns [N, C] and, if ``with_grad``, d/du [N, C, 3] (per voxel; divide by the voxel size
+    for world units).
+    """
+    r = resolution
+    n = u.shape[0]
+    assert values.dim() == 2 and values.shape[0] == r**3, f"values must be [R^3, C], got {tuple(values.shape)}"
+    assert u.shape == (n, 3), f"u must be [N, 3], got {tuple(u.shape)}"
+    u = u.clamp(0.0, r - 1.0)
+    base = u.detach().floor().clamp(max=r - 2)
+    f = u - base  # [N, 3]
+    i = base.long()
+    flat = (i[:, 0] * r + i[:, 1]) * r + i[:, 2]  # [N]
+    offsets = torch.tensor([(a * r + b) * r + c for a, b, c in _CORNERS], device=u.device)
+    corner_values = values[flat[:, None] + offsets]  # [N, 8, C]
+    c = torch.tensor(_CORNERS, dtype=u.dtype, device=u.device)  # [8, 3]
+    lerp = c * f[:, None, :] + (1 - c) * (1 - f[:, None, :])  # [N, 8, 3] per-axis weights
+    w = lerp.prod(dim=-1)  # [N, 8]
+    out = (corner_values * w[..., None]).sum(dim=1)  # [N, C]
+    if not with_grad:
+        return out
+    sign = 2 * c - 1  # d lerp / d f per axis: +1 for the upper corner, -1 for the lower
+    grads = []
+    for axis in range(3):
+        others = [a for a in range(3) if a != axis]
+        dw = sign[:, axis] * lerp[..., others[0]] * lerp[..., others[1]]  # [N, 8]
+        grads.append((corner_values * dw[..., None]).sum(dim=1))  # [N, C]
+    return out, torch.stack(grads, dim=-1)  # [N, C], [N, C, 3]
+
+
+class DenseGrid(nn.Module):
+    """C channels on an R^3 vertex grid over [aabb_min, aabb_max]; ``forward(x world [N, 3]) -> [N, C]``."""
+
+    def __init__(self, resolution: int, channels: int, aabb_min, aabb_max, init: torch.Tensor | float = 0.0,
+                 trainable: bool = True):
+        super().__init__()
+        self.resolution, self.channels = int(resolution), int(channels)
+        self.register_buffer("aabb_min", torch.as_tensor(aabb_min, dtype=torch.float32).reshape(3))
+        self.register_buffer("aabb_max", torch.as_tensor(aabb_max, dtype=torch.float32).reshape(3))
+        values = torch.empty(self.resolution**3, self.channels)
+        if isinstance(init, torch.Tensor):
+            values.copy_(init.reshape(self.resolution**3, self.channels))
+        else:
+            values.fill_(float(init))
+        if trainable:
+            self.values = nn.Parameter(values)
+        else:  # a fixed field (e.g. the hull's SDF used as a bound): saved with the state, never optimised
+            self.register_buffer("values", values)
+
+    @property
+    def voxel_size(self) -> torch.Tensor:  # [3] world units
+        return (self.aabb_max - self.aabb_min) / (self.resolution - 1)
+
+    def vertex_positions(self) -> torch.Tensor:
+        """World positions of all vertices, [R^3, 3], in the grid's flat order."""
+        axes = [torch.linspace(float(lo), float(hi), self.resolution) for lo, hi in zip(self.aabb_min, self.aabb_max)]
+        return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3).to(self.aabb_min.device)
+
+    def to_voxel(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.aabb_min) / self.voxel_size
+
+    def forward(self, x: torch.Tensor, with_grad: bool = False):
+        """Values [N, C] at world points x [N, 3]; with ``with_grad`` also d/dx [N, C, 3] in world units."""
+        if not with_grad:
+            return trilinear(self.values, self.resolution, self.to_voxel(x))
+        out, grad = trilinear(self.values, self.resolution, self.to_voxel(x), with_grad=True)
+        return out, grad / self.voxel_size
+
+    def volume(self) -> torch.Tensor:
+        """The values as [C, R, R, R] (x, y, z order)."""
+        r = self.resolution
+        return self.values.reshape(r, r, r, self.channels).permute(3, 0, 1, 2)
+
+    @torch.no_grad()
+    def resample(self, resolution: int) -> None:
+        """Coarse-to-fine: re-grid the same box at ``resolution`` by trilinear upsampling (values replaced)."""
+        vol = F.interpolate(self.volume()[None], size=(resolution,) * 3, mode="trilinear", align_corners=True)[0]
+        self.resolution = int(resolution)
+        values = vol.permute(1, 2, 3, 0).reshape(-1, self.channels).contiguous()
+        if isinstance(self.values, nn.Parameter):
+            self.values = nn.Parameter(values)
+        else:
+            self.values = values

@@ -1,0 +1,61 @@
+"""SJC's voxel NeRF: a dense density grid and a colour grid, trilinearly interpolated.
+
+sigma(x) = softplus(d(x) * exp(d_scale) + shift), with d the density grid, d_scale a learned scalar and
+shift = -1 (SJC), so an untouched voxel is nearly empty. Colour is a sigmoid of a 3-channel grid, optionally
+made view dependent by a tiny MLP on (colour features, view direction).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .grid import DenseGrid
+
+
+class VoxelNeRF(nn.Module):
+    """density(x [N, 3]) -> sigma [N] per world unit; color(x, dirs) -> rgb [N, 3]."""
+
+    def __init__(self, cfg, aabb_min, aabb_max, *, density_init: torch.Tensor | None = None,
+                 bound_sdf: torch.Tensor | None = None, bound_resolution: int = 0):
+        super().__init__()
+        self.shift = float(cfg.density_shift)
+        self.density_grid = DenseGrid(cfg.resolution, 1, aabb_min, aabb_max, 0.0 if density_init is None
+                                      else density_init)
+        self.d_scale = nn.Parameter(torch.tensor(float(cfg.density_scale_init)))
+        channels = 3 if not cfg.view_dependent else 8
+        self.color_grid = DenseGrid(cfg.color_resolution, channels, aabb_min, aabb_max, 0.0)
+        self.color_mlp = None
+        if cfg.view_dependent:
+            self.color_mlp = nn.Sequential(nn.Linear(channels + 3, 32), nn.ReLU(), nn.Linear(32, 3))
+        self.bound = None
+        if bound_sdf is not None:
+            self.bound = DenseGrid(bound_resolution, 1, aabb_min, aabb_max, bound_sdf, trainable=False)
+
+    def raw_density(self, x: torch.Tensor) -> torch.Tensor:
+        return self.density_grid(x)[:, 0] * torch.exp(self.d_scale) + self.shift  # [N]
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.raw_density(x))
+
+    def color(self, x: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        feat = self.color_grid(x)  # [N, C]
+        if self.color_mlp is None:
+            return torch.sigmoid(feat)
+        return torch.sigmoid(self.color_mlp(torch.cat([feat, dirs], dim=-1)))
+
+    def mesh_density(self, x: torch.Tensor, bound_margin: float = 0.0) -> torch.Tensor:
+        """Density for meshing, zero outside the (dilated) hull where the views saw empty space."""
+        sigma = self.density(x)
+        if self.bound is not None:
+            sigma = torch.where(self.bound(x)[:, 0] > bound_margin, torch.zeros_like(sigma), sigma)
+        return sigma
+
+    def aabb(self) -> tuple[list[float], list[float]]:
+        return self.density_grid.aabb_min.tolist(), self.density_grid.aabb_max.tolist()
+
+    def vertex_color(self, x: torch.Tensor) -> torch.Tensor:
+        """Colour [N, 3] at points [N, 3]; a view-dependent model is asked from outside, towards the centre."""
+        centre = 0.5 * (self.density_grid.aabb_min + self.density_grid.aabb_max)
+        dirs = centre - x
+        return self.color(x, dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-6))

@@ -1,0 +1,168 @@
+"""Volume rendering of NeuS and voxel-NeRF fields along ray batches, through nerfacc's functions.
+
+The field is passed in; rendering knows only its interface:
+  NeuS:  ``sdf(x) -> [N]``, ``geometry(x) -> (sdf [N], grad [N, 3], feature [N, F])``,
+         ``color(x, dirs, normal, feature) -> [N, 3]``, ``inv_s() -> scalar``
+  voxel: ``density(x) -> [N]``, ``color(x, dirs) -> [N, 3]``
+Samples are batched ``[n_rays, n_samples]`` (nerfacc's pure-torch path, which runs on CPU too); colour is
+evaluated only where a sample's weight matters and accumulated with ``ray_indices``.
+Background is a constant colour (white); depth is SJC's: sum w t + (1 - opacity) * far.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from nerfacc import accumulate_along_rays, render_visibility_from_alpha, render_weight_from_alpha
+
+from .rays import RayBatch
+
+WEIGHT_EPS = 1e-4  # samples whose weight is below this get no colour evaluation (their share is negligible)
+
+
+@dataclass
+class RenderOutput:
+    rgb: torch.Tensor  # [n_rays, 3] composited on the background
+    opacity: torch.Tensor  # [n_rays]
+    depth: torch.Tensor  # [n_rays]
+    weights: torch.Tensor  # [n_rays, n_samples]
+    gradients: torch.Tensor | None = None  # [n_points, 3] SDF gradients at samples (NeuS, for the eikonal loss)
+    surface_points: torch.Tensor | None = None  # [k, 3] detached samples that carry weight (near the surface)
+    n_points: int = 0  # samples whose colour was evaluated (a cost measure)
+
+
+def stratified_t(near: torch.Tensor, far: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """n samples per ray in [near, far]: bin centres, or jittered within bins when a generator is given."""
+    u = torch.arange(n, device=near.device, dtype=near.dtype)[None, :]
+    if generator is None:
+        u = u + 0.5
+    else:
+        u = u + torch.rand(near.shape[0], n, generator=generator).to(near.device, near.dtype)
+    return near[:, None] + (far - near)[:, None] * (u / n)  # [n_rays, n]
+
+
+def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse-CDF samples (deterministic, evenly spaced in the CDF) from piecewise-constant weights.
+
+    bins: [n_rays, s + 1] interval edges; weights: [n_rays, s] -> [n_rays, n] positions.
+    """
+    pdf = (weights + 1e-5) / (weights + 1e-5).sum(dim=-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), pdf.cumsum(dim=-1)], dim=-1)  # [n_rays, s + 1]
+    u = torch.linspace(0.5 / n, 1.0 - 0.5 / n, n, device=bins.device, dtype=bins.dtype).expand(bins.shape[0], n)
+    idx = torch.searchsorted(cdf.contiguous(), u.contiguous(), right=True)
+    below, above = (idx - 1).clamp(0, bins.shape[1] - 1), idx.clamp(0, bins.shape[1] - 1)
+    cdf_b, cdf_a = cdf.gather(1, below), cdf.gather(1, above)
+    bin_b, bin_a = bins.gather(1, below), bins.gather(1, above)
+    denom = torch.where(cdf_a - cdf_b < 1e-5, torch.ones_like(cdf_a), cdf_a - cdf_b)
+    return bin_b + (u - cdf_b) / denom * (bin_a - bin_b)
+
+
+def neus_alpha(sdf: torch.Tensor, cos: torch.Tensor, dists: torch.Tensor, inv_s: torch.Tensor | float,
+               cos_anneal: float = 1.0) -> torch.Tensor:
+    """NeuS's discrete opacity of each section from the SDF at its midpoint (all [n_rays, n_samples]).
+
+    The SDF at the section's ends is estimated from the midpoint value and the slope ``cos`` = dir . grad;
+    alpha = (Phi(sdf_prev) - Phi(sdf_next)) / Phi(sdf_prev), Phi = sigmoid(inv_s * x), clipped to [0, 1].
+    ``cos_anneal`` < 1 blends in a slope that never lets alpha vanish early in training (NeuS's anneal).
+    """
+    iter_cos = -(torch.relu(-cos * 0.5 + 0.5) * (1.0 - cos_anneal) + torch.relu(-cos) * cos_anneal)
+    prev_cdf = torch.sigmoid((sdf - iter_cos * dists * 0.5) * inv_s)
+    next_cdf = torch.sigmoid((sdf + iter_cos * dists * 0.5) * inv_s)
+    return ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clamp(0.0, 1.0)
+
+
+def _upsample_weights(t: torch.Tensor, sdf: torch.Tensor, inv_s: float) -> torch.Tensor:
+    """NeuS's importance weights [n_rays, s - 1] from SDF values at sorted samples t [n_rays, s] (no grad)."""
+    prev_sdf, next_sdf = sdf[:, :-1], sdf[:, 1:]
+    dist = t[:, 1:] - t[:, :-1]
+    mid = 0.5 * (prev_sdf + next_sdf)
+    cos = (next_sdf - prev_sdf) / (dist + 1e-5)
+    cos = torch.minimum(torch.cat([torch.zeros_like(cos[:, :1]), cos[:, :-1]], dim=-1), cos).clamp(-1e3, 0.0)
+    prev_cdf = torch.sigmoid((mid - cos * dist * 0.5) * inv_s)
+    next_cdf = torch.sigmoid((mid + cos * dist * 0.5) * inv_s)
+    alpha = (prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)
+    weights, _ = render_weight_from_alpha(alpha.clamp(0.0, 1.0))
+    return weights
+
+
+@torch.no_grad()
+def neus_samples(field, rays: RayBatch, n_samples: int, n_importance: int, up_sample_steps: int,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Sorted sample positions [n_rays, n_samples + n_importance]: stratified, then NeuS's importance rounds
+    (inv_s = 64 * 2^i) that concentrate samples at the first zero crossing of the SDF."""
+    t = stratified_t(rays.near, rays.far, n_samples, generator)
+    if n_importance <= 0:
+        return t
+    o, d = rays.origins[:, None, :], rays.dirs[:, None, :]
+    sdf = field.sdf((o + t[..., None] * d).reshape(-1, 3)).reshape(t.shape)
+    steps = max(1, up_sample_steps)
+    per_step = [n_importance // steps + (1 if i < n_importance % steps else 0) for i in range(steps)]
+    for i, k in enumerate(per_step):
+        if k == 0:
+            continue
+        new_t = sample_pdf(t, _upsample_weights(t, sdf, 64.0 * 2**i), k)
+        new_sdf = field.sdf((o + new_t[..., None] * d).reshape(-1, 3)).reshape(new_t.shape)
+        t, order = torch.sort(torch.cat([t, new_t], dim=-1), dim=-1)
+        sdf = torch.cat([sdf, new_sdf], dim=-1).gather(1, order)
+    return t
+
+
+def render_neus(field, rays: RayBatch, n_samples: int, n_importance: int, up_sample_steps: int, *,
+                cos_anneal: float = 1.0, generator: torch.Generator | None = None,
+                background: float = 1.0) -> RenderOutput:
+    """Render a NeuS field: samples -> SDF, gradient -> NeuS alpha -> nerfacc weights -> rgb, opacity, depth."""
+    n_rays = len(rays)
+    t = neus_samples(field, rays, n_samples, n_importance, up_sample_steps, generator)  # [n_rays, s]
+    edges = torch.cat([t, torch.maximum(rays.far[:, None], t[:, -1:])], dim=-1)
+    dists = edges[:, 1:] - edges[:, :-1]  # [n_rays, s]
+    mid = t + 0.5 * dists
+    dirs = rays.dirs[:, None, :].expand(-1, t.shape[1], -1)  # [n_rays, s, 3]
+    points = rays.origins[:, None, :] + mid[..., None] * dirs  # [n_rays, s, 3]
+    sdf, grad, feature = field.geometry(points.reshape(-1, 3))
+    cos = (dirs.reshape(-1, 3) * grad).sum(-1)
+    alpha = neus_alpha(sdf, cos, dists.reshape(-1), field.inv_s(), cos_anneal).reshape(t.shape)
+    alpha = alpha * (dists > 0)  # rays that miss the bounds have empty sections
+    weights, _ = render_weight_from_alpha(alpha)  # [n_rays, s]
+    keep = (weights.detach() > WEIGHT_EPS).reshape(-1)
+    ray_idx = torch.arange(n_rays, device=t.device).repeat_interleave(t.shape[1])[keep]
+    normal = grad[keep] / grad[keep].norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    color = field.color(points.reshape(-1, 3)[keep], dirs.reshape(-1, 3)[keep], normal, feature[keep])
+    rgb = accumulate_along_rays(weights.reshape(-1)[keep], color, ray_idx, n_rays)
+    opacity = accumulate_along_rays(weights, None).squeeze(-1)
+    depth = accumulate_along_rays(weights, mid[..., None]).squeeze(-1) + (1.0 - opacity) * rays.far
+    rgb = rgb + background * (1.0 - opacity[:, None])
+    surface = points.reshape(-1, 3)[keep].detach()
+    return RenderOutput(rgb, opacity, depth, weights, grad, surface, int(keep.sum()))
+
+
+def render_voxel(field, rays: RayBatch, step_size: float, *, generator: torch.Generator | None = None,
+                 background: float = 1.0, early_stop_eps: float = 1e-4) -> RenderOutput:
+    """Render a density field by ray marching with a fixed step (SJC): alpha = 1 - exp(-sigma * step).
+
+    A no-grad pass finds the visible samples (transmittance above ``early_stop_eps``); density and colour
+    are then evaluated with gradients only there.
+    """
+    n_rays = len(rays)
+    n_steps = max(1, int(math.ceil(float((rays.far - rays.near).max()) / step_size)))
+    t = stratified_t(rays.near, rays.near + n_steps * step_size, n_steps, generator)  # [n_rays, n_steps]
+    inside = t < rays.far[:, None]
+    points = rays.origins[:, None, :] + t[..., None] * rays.dirs[:, None, :]  # [n_rays, n_steps, 3]
+    flat_inside = inside.reshape(-1)
+    with torch.no_grad():
+        sigma = torch.zeros(t.numel(), device=t.device)
+        sigma[flat_inside] = field.density(points.reshape(-1, 3)[flat_inside])
+        alpha = 1.0 - torch.exp(-sigma.reshape(t.shape) * step_size)
+        visible = render_visibility_from_alpha(alpha, early_stop_eps=early_stop_eps).reshape(-1) & flat_inside
+    sel_points = points.reshape(-1, 3)[visible]
+    sel_dirs = rays.dirs[:, None, :].expand(-1, n_steps, -1).reshape(-1, 3)[visible]
+    sel_alpha = 1.0 - torch.exp(-field.density(sel_points) * step_size)
+    alpha = torch.zeros(t.numel(), device=t.device, dtype=sel_alpha.dtype).masked_scatter(visible, sel_alpha)
+    weights, _ = render_weight_from_alpha(alpha.reshape(t.shape))  # [n_rays, n_steps]
+    ray_idx = torch.arange(n_rays, device=t.device).repeat_interleave(n_steps)[visible]
+    color = field.color(sel_points, sel_dirs)
+    rgb = accumulate_along_rays(weights.reshape(-1)[visible], color, ray_idx, n_rays)
+    opacity = accumulate_along_rays(weights, None).squeeze(-1)
+    depth = accumulate_along_rays(weights, t[..., None]).squeeze(-1) + (1.0 - opacity) * rays.far
+    rgb = rgb + background * (1.0 - opacity[:, None])
+    return RenderOutput(rgb, opacity, depth, weights, None, sel_points.detach(), int(visible.sum()))
