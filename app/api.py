@@ -185,3 +185,44 @@ def load_model(source: str = "kxic/zero123-xl", device: str | None = None, dtype
 def describe(result: RunResult) -> str:
     return json.dumps({"out": str(result.out), "run": result.stages_run, "skipped": result.stages_skipped,
                        "timings": result.timings, "meshes": {k: str(v) for k, v in result.meshes.items()}}, indent=2)
+
+
+def _report_dir(out, label: str) -> Path:
+    out = Path(out) if out is not None else default_out(label)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} already exists and is not empty: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def eval_nvs(objects_dir, config: str | None = None, overrides=(), out=None, *, layout: str = "syncdreamer16",
+             elevation: float = 30.0, input_index: int = 0, up: str = "y", objects=(), model=None,
+             quiet: bool = False) -> str:
+    """`img2mesh eval nvs`: novel-view PSNR/SSIM/LPIPS on ground-truth meshes; returns the summary table."""
+    from .evaluation.nvs import METRICS, NVSConfig, evaluate_nvs
+    from .evaluation.report import table
+    from .pipeline import resolve_device
+
+    set_quiet(quiet)
+    cfg = load_config(config or "default", overrides)
+    nvs = NVSConfig(layout=layout, elevation=elevation, input_index=input_index, up=up, objects=list(objects))
+    out = _report_dir(out, "eval-nvs")
+    results, note = evaluate_nvs(Path(objects_dir), nvs, cfg.diffusion, out, model=model, seed=cfg.seed,
+                                 device=resolve_device(cfg.device))
+    rows = [[r.name, *(r.mean(m) for m in METRICS)] for r in results]
+    return table(["object", "PSNR", "SSIM", "LPIPS"], rows, mean_row=True) + f"\n{note}\nreport: {out}"
+
+
+def eval_consistency(views_dir, config: str | None = None, overrides=(), out=None, quiet: bool = False) -> str:
+    """`img2mesh eval consistency VIEWS_DIR`: held-out re-render scores of a views folder; returns the table."""
+    from .evaluation.consistency import evaluate_consistency
+    from .evaluation.report import table
+    from .pipeline import resolve_device
+
+    set_quiet(quiet)
+    views = read_views(views_dir)
+    cfg = load_config(config or "default", overrides)
+    out = _report_dir(out, "eval-consistency")
+    report = evaluate_consistency(views, cfg.recon, out, seed=cfg.seed, device=resolve_device(cfg.device))
+    rows = [[k, v["psnr"], v["ssim"]] for k, v in report.splits.items()]
+    return table(["split", "PSNR", "SSIM"], rows) + f"\nconsistency score (held-out PSNR): {report.score:.3f}\nreport: {out}"

@@ -19,14 +19,16 @@ log = logging.getLogger("img2mesh")
 EPILOG = "Trailing key=value arguments override the config, e.g. `seed=1 recon.steps=500 diffusion.num_views=12`."
 
 
-def _common(p: argparse.ArgumentParser, config: bool = True, out_help: str = "run directory to create") -> None:
+def _common(p: argparse.ArgumentParser, config: bool = True, out_help: str = "run directory to create",
+            resume: bool = True) -> None:
     p.add_argument("--out", type=Path, help=out_help)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info messages")
     p.add_argument("--verbose", "-v", action="store_true", help="debug messages")
     if config:
         p.add_argument("--config", "-c", help="preset name (default, cpu) or a YAML file")
-        p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                       help="continue a run: stages whose outputs are intact are skipped")
+        if resume:
+            p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                           help="continue a run: stages whose outputs are intact are skipped")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -65,6 +67,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scenes", help="list the scenes --scene can use and where they come from")
     p.add_argument("--scene-root", type=Path, help="folder searched first")
     _common(p, config=False, out_help="also write the list as scenes.json into this folder")
+
+    p = sub.add_parser("convert", help="convert an original Zero-1-to-3 LDM .ckpt into a diffusers folder")
+    p.add_argument("ckpt", type=Path, help="zero123-xl.ckpt, 105000.ckpt, ... (or .safetensors)")
+    p.add_argument("out_dir", nargs="?", type=Path, help="folder to write (or --out)")
+    _common(p, config=False, out_help="folder to write")
+
+    p = sub.add_parser("render", help="render a mesh into a views folder (+ depth and normal maps)")
+    p.add_argument("mesh", type=Path, help="OBJ / PLY / GLB")
+    p.add_argument("--layout", default="ring36", help="ringN, syncdreamer16, or a cameras JSON (default ring36)")
+    p.add_argument("--elevation", type=float, default=20.0, help="degrees, for ringN (default 20)")
+    p.add_argument("--radius", type=float, default=2.0, help="camera distance for ringN (default 2)")
+    p.add_argument("--fov", type=float, default=49.1, help="horizontal FoV in degrees for ringN (default 49.1)")
+    p.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
+    p.add_argument("--up", choices=("y", "z"), help="the file's up axis (default: y for GLB, z otherwise)")
+    p.add_argument("--normalize", type=float, metavar="SIZE",
+                   help="centre the mesh and scale its longest side to SIZE first (e.g. 1.0)")
+    _common(p, config=False, out_help="views folder to write")
+
+    p = sub.add_parser("metrics", help="Chamfer, F-score and volume IoU of a mesh against ground truth")
+    p.add_argument("pred", type=Path)
+    p.add_argument("gt", type=Path)
+    p.add_argument("--pred-up", choices=("y", "z"), help="up axis of PRED (default: y for GLB, z otherwise)")
+    p.add_argument("--gt-up", choices=("y", "z"), help="up axis of GT (default: y for GLB, z otherwise)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _common(p, config=False, out_help="also write metrics.json into this folder")
+
+    p = sub.add_parser("eval", help="evaluation: `eval nvs` (against ground truth), `eval consistency`")
+    ev = p.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
+    q = ev.add_parser("nvs", help="novel-view PSNR/SSIM/LPIPS on ground-truth meshes", epilog=EPILOG)
+    q.add_argument("--objects", type=Path, required=True, help="folder of GT objects (<name>/meshes/model.obj, *.obj)")
+    q.add_argument("--only", nargs="+", default=[], metavar="NAME", help="evaluate only these objects")
+    q.add_argument("--layout", default="syncdreamer16", help="syncdreamer16 (default), ringN, or a cameras JSON")
+    q.add_argument("--elevation", type=float, default=30.0, help="ringN elevation (default 30)")
+    q.add_argument("--input-index", type=int, default=0, help="which layout view is the input (default 0)")
+    q.add_argument("--up", choices=("y", "z"), default="y", help="up axis of the mesh files (default y)")
+    q.add_argument("--model", help="Zero-1-to-3 weights (hub id, folder or .ckpt)")
+    _common(q, out_help="report folder to create", resume=False)
+    q = ev.add_parser("consistency", help="3D consistency of a views folder: held-out re-render PSNR/SSIM",
+                      epilog=EPILOG)
+    q.add_argument("views_dir", type=Path, metavar="VIEWS_DIR")
+    _common(q, out_help="report folder to create", resume=False)
     return parser
 
 
@@ -139,12 +182,70 @@ def cmd_scenes(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from img2mesh.diffusion import convert_checkpoint
+
+    out = args.out_dir or args.out
+    if out is None:
+        raise InputError("give the folder to write: img2mesh convert CKPT OUT")
+    print(convert_checkpoint(args.ckpt, out))
+    return 0
+
+
+def cmd_render(args) -> int:
+    import math
+
+    from img2mesh.data.cameras import camera_layout
+    from img2mesh.recon import render_mesh_to_folder
+
+    if args.out is None:
+        raise InputError("give the folder to write with --out DIR")
+    cams = camera_layout(args.layout, elevation=args.elevation, radius=args.radius, fov_x=math.radians(args.fov),
+                         size=args.size)
+    views = render_mesh_to_folder(args.mesh, args.out, cams, up=args.up, normalize=args.normalize)
+    print(f"{len(views)} views of {args.mesh} -> {args.out}")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from img2mesh.data.io import atomic_write_text
+    from img2mesh.recon import load_mesh, mesh_metrics
+
+    scores = mesh_metrics(load_mesh(args.pred, up=args.pred_up), load_mesh(args.gt, up=args.gt_up))
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        for key in ("chamfer", "fscore", "iou"):
+            print(f"{key:<8} {scores[key]:.6f}")
+    if args.out:
+        atomic_write_text(Path(args.out) / "metrics.json", json.dumps(scores, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from img2mesh.api import eval_consistency, eval_nvs
+
+    if args.eval_command == "nvs":
+        overrides = [*args.overrides, *([f"diffusion.model={args.model}"] if args.model else [])]
+        print(eval_nvs(args.objects, config=args.config, overrides=overrides, out=args.out, layout=args.layout,
+                       elevation=args.elevation, input_index=args.input_index, up=args.up, objects=args.only,
+                       quiet=args.quiet))
+    else:
+        print(eval_consistency(args.views_dir, config=args.config, overrides=args.overrides, out=args.out,
+                               quiet=args.quiet))
+    return 0
+
+
 COMMANDS = {
     "run": lambda a: cmd_run(a, "export"),
     "views": lambda a: cmd_run(a, "views"),
     "recon": cmd_recon,
     "export": cmd_export,
     "scenes": cmd_scenes,
+    "convert": cmd_convert,
+    "render": cmd_render,
+    "metrics": cmd_metrics,
+    "eval": cmd_eval,
 }
 
 
