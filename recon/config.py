@@ -8,7 +8,7 @@ class MeshConfig:
     """Marching cubes and clean-up of the reconstructed field (recon/meshing.py: extract_mesh)."""
 
     resolution: int = 256  # grid nodes per side over the field's bounds (reference NeuS: 512 over [-0.6, 0.6]^3)
-    # Iso-level: "auto" = the field's own rule (SDF: 0; density: see the field's `auto_level`), or a number.
+    # Iso-level: "auto" = the field's own rule (SDF: 0; density: the field's auto_threshold()), or a number.
     threshold: Union[str, float, int] = "auto"
     keep_components: int = 1  # largest connected components kept (0 = all): drops floaters
     smooth_iters: int = 0  # Taubin smoothing iterations (0 = off; volume-preserving, unlike Laplacian)

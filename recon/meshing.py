@@ -36,8 +36,8 @@ def evaluate_in_chunks(fn: QueryFn, points: torch.Tensor, chunk: int = 65536) ->
 
 
 def _axes(bounds_min, bounds_max, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lo = np.broadcast_to(np.asarray(bounds_min, dtype=np.float64), (3,))
-    hi = np.broadcast_to(np.asarray(bounds_max, dtype=np.float64), (3,))
+    lo = np.broadcast_to(np.asarray(bounds_min, dtype=np.float64), (3,)).copy()
+    hi = np.broadcast_to(np.asarray(bounds_max, dtype=np.float64), (3,)).copy()
     assert np.all(hi > lo), f"bounds_max {hi} must exceed bounds_min {lo}"
     assert resolution >= 2, f"resolution must be >= 2, got {resolution}"
     return lo, hi, (hi - lo) / (resolution - 1)
@@ -101,8 +101,9 @@ def marching_cubes(values: np.ndarray, bounds_min, bounds_max, level: float, ins
     # PyMCubes winds faces outwards when the inside is above the level: mesh (sign * values) at sign * level.
     sign = 1.0 if side == "above" else -1.0
     field = np.nan_to_num(sign * values, nan=sign * level - 1.0, posinf=1e30, neginf=-1e30)
-    outside = min(float(field.min()), sign * level) - 1.0
-    field = np.pad(field, 1, mode="constant", constant_values=outside)  # close surfaces cut by the bounds
+    # Close surfaces cut by the bounds: a far-outside pad puts the closing vertices on the boundary nodes.
+    outside = sign * level - 1e6 * (1.0 + float(np.abs(field).max()))
+    field = np.pad(field, 1, mode="constant", constant_values=outside)
     verts, faces = mcubes.marching_cubes(field, sign * level)
     lo, _, spacing = _axes(bounds_min, bounds_max, res)
     verts = lo + (verts - 1.0) * spacing  # undo the padding, index -> world
