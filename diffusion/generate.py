@@ -143,7 +143,7 @@ def target_cameras(cfg: DiffusionConfig, input_cameras: list[Camera], cameras=No
             if all(abs(pose.azimuth - p.azimuth) + abs(pose.elevation - p.elevation) > SAME_POSE_DEG for p in inputs)]
     if not kept:
         raise InputError("no camera to generate: every target coincides with an input view")
-    if any(abs(c.fov_x - first.fov_x) > 1e-6 for c in kept):
+    if any(abs(c.fov_x - first.fov_x) > 0.01 for c in kept):  # 0.01 rad: SyncDreamer's fx = 280 is ~49.1 deg too
         log.warning("Zero-1-to-3 keeps the input's field of view: target cameras' own fov is ignored")
     # Zero-1-to-3 keeps the input's lens: the generated views get the input's fov and size
     return [Camera(c.c2w, first.fov_x, first.width, first.height) for c in kept]

@@ -87,7 +87,7 @@ def download_from_hub(repo_id: str, cache_dir=None) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache_dir))
     except Exception as e:
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        reason = str(e).strip().splitlines()[0].split(". ")[0][:120] if str(e).strip() else type(e).__name__
         raise ResourceError(
             f"Zero-1-to-3 weights {repo_id!r} are not in the Hugging Face cache and could not be downloaded "
             f"({type(e).__name__}: {reason}): run `huggingface-cli download {repo_id}` where there is internet "

@@ -73,7 +73,7 @@ def torch_load_weights_only(path: Path):
             match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
             if match is None:
                 raise corrupt_file_error(path, e) from None
-            name = match.group(1)
+            name = match.group(1) if "." in match.group(1) else "builtins." + match.group(1)  # builtins print bare
             if any(n == name for _, n in stand_ins):
                 raise corrupt_file_error(path, e) from None
             log.info("%s: replacing pickled %s by an inert stand-in (weights only)", path.name, name)
