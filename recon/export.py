@@ -22,7 +22,8 @@ from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_path, atomic_write_bytes, png_bytes
 from img2mesh.data.views import View, Views
 
-from .mesh_render import Z_UP_TO_Y_UP, MeshRender, render_mesh
+from .mesh_io import Z_UP_TO_Y_UP
+from .mesh_render import MeshRender, render_mesh
 
 FORMATS = ("obj", "glb", "ply")
 
