@@ -179,7 +179,8 @@ def render_mesh_to_folder(
 
     Writes ``r_XXX.png`` + ``transforms.json`` (read back by ``read_views``), ``r_XXX_depth.npy`` (float32
     [H, W], distance along the camera's -z, 0 off the object), ``r_XXX_normal.png`` (RGBA uint8: world normal
-    mapped by (n + 1) / 2, alpha = coverage) and ``render.json`` (source, up axis and the normalisation applied).
+    mapped by (n + 1) / 2, alpha = coverage), ``render.json`` (source, up axis and the normalisation applied)
+    and ``gt_mesh.ply`` (the geometry exactly as rendered: compare reconstructions against it).
     ``normalize``: longest bounding-box side after :func:`normalize_mesh` (None: the file's coordinates).
     """
     out_dir = Path(out_dir)
@@ -199,6 +200,8 @@ def render_mesh_to_folder(
         normal_rgb = np.clip((r.normal + 1.0) * 0.5, 0.0, 1.0) * (r.rgba[..., 3:] > 0)
         normal_rgba = np.concatenate([normal_rgb, r.rgba[..., 3:]], axis=-1)
         atomic_write_bytes(out_dir / f"{view.name}_normal.png", png_bytes((normal_rgba * 255 + 0.5).astype(np.uint8)))
+    # The mesh exactly as rendered (up axis turned, normalised): the ground truth for `img2mesh metrics`.
+    atomic_write_bytes(out_dir / "gt_mesh.ply", trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).export(file_type="ply"))
     atomic_write_text(out_dir / "render.json", json.dumps(info, indent=2))
     write_views(views, out_dir)  # transforms.json last: the folder is complete once it exists
     return views

@@ -92,6 +92,8 @@ def test_render_folder_round_trip(tmp_path):
     depth = np.load(tmp_path / "views" / "r_001_depth.npy")
     assert depth.shape == (24, 24) and depth[depth > 0].min() == pytest.approx(1.5, abs=0.01)  # radius 0.5 once normalised
     assert (tmp_path / "views" / "r_002_normal.png").is_file()
+    gt = load_mesh(tmp_path / "views" / "gt_mesh.ply")  # the geometry as rendered: normalised to size 1
+    assert np.allclose(gt.extents, 1.0, atol=1e-6) and np.allclose(gt.bounds.sum(axis=0), 0.0, atol=1e-6)
 
 
 def test_load_mesh_errors(tmp_path):
