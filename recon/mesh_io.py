@@ -48,7 +48,7 @@ def load_mesh(path: str | os.PathLike, up: str | None = None, texture: str | os.
     except Exception as e:  # trimesh raises many types for unreadable files
         raise InputError(f"cannot read mesh {path} ({type(e).__name__}: {e}); use an OBJ, PLY or GLB file") from None
     if isinstance(loaded, trimesh.Scene):
-        loaded = loaded.to_mesh() if loaded.geometry else None  # node transforms applied, materials kept
+        loaded = _flatten(loaded)
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise InputError(f"{path} holds no triangles: give a mesh file (a point cloud cannot be rendered)")
     mesh = loaded
@@ -61,10 +61,31 @@ def load_mesh(path: str | os.PathLike, up: str | None = None, texture: str | os.
 
             with Image.open(image_path) as im:
                 image = im.convert("RGB")
-            mesh.visual = trimesh.visual.TextureVisuals(uv=mesh.visual.uv, image=image)
+            # White diffuse: trimesh's default (0.4 grey) would darken the texture in MTL / glTF viewers.
+            material = trimesh.visual.material.SimpleMaterial(image=image, diffuse=[255, 255, 255, 255])
+            mesh.visual = trimesh.visual.TextureVisuals(uv=mesh.visual.uv, material=material)
     if up == "y":
         mesh.apply_transform(Y_UP_TO_Z_UP)
     return mesh
+
+
+def _flatten(scene: trimesh.Scene) -> trimesh.Trimesh | None:
+    """One mesh with every node's transform applied. Textured parts keep their textures when all parts are
+    textured (trimesh packs them); mixed with coloured parts, textures are sampled to vertex colours
+    (concatenating mixed visuals would drop every colour)."""
+    parts = [g for g in scene.geometry.values() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+    if not parts:
+        return None
+    textured = [isinstance(g.visual, trimesh.visual.TextureVisuals) for g in parts]
+    if len(parts) > 1 and any(textured) and not all(textured):
+        for g in parts:
+            if isinstance(g.visual, trimesh.visual.TextureVisuals):
+                g.visual = g.visual.to_color()
+            elif g.visual.kind is None:  # uncoloured: grey, like the renderer shows it
+                g.visual.vertex_colors = np.tile(np.append(GREY * 255, 255).astype(np.uint8), (len(g.vertices), 1))
+            else:  # face colours -> vertex colours, so every part has the same kind of colour
+                g.visual = trimesh.visual.ColorVisuals(g, vertex_colors=g.visual.vertex_colors)
+    return scene.to_mesh()
 
 
 def _has_uv(mesh: trimesh.Trimesh) -> bool:

@@ -44,12 +44,15 @@ def test_textured_mesh_exports_its_texture(shared, tmp_path):
     mtl = (tmp_path / "spot.mtl").read_text()
     texture = mtl.split("map_Kd ")[1].split()[0]
     assert texture.startswith("spot_") and (tmp_path / texture).is_file()
+    assert "Kd 1.00000000 1.00000000 1.00000000" in mtl  # viewers multiply the texture by Kd: keep it white
     for fmt in ("obj", "glb"):
         back = load_mesh(paths[fmt])
         assert isinstance(back.visual, trimesh.visual.TextureVisuals), fmt
         material = back.visual.material
         image = material.baseColorTexture if hasattr(material, "baseColorTexture") else material.image
         assert image.size == (1024, 1024), fmt
+        if fmt == "glb":
+            assert list(material.baseColorFactor) == [255, 255, 255, 255]  # not trimesh's 0.4 grey default
         assert np.allclose(back.bounds, spot.bounds, atol=1e-5), fmt
     ply = load_mesh(paths["ply"])  # texture baked to vertex colours
     assert ply.visual.kind == "vertex" and len(np.unique(ply.visual.vertex_colors, axis=0)) > 20

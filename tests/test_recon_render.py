@@ -79,6 +79,21 @@ def test_spot_renders_upright_with_its_texture(shared):
     assert (rgb[:, 0] - rgb[:, 2] > 0.1).mean() > 0.005  # the reddish nose / horns: not grey
 
 
+def test_glb_scene_with_textured_and_coloured_parts_keeps_both(shared, tmp_path):
+    spot = load_mesh(shared / "meshes" / "spot" / "spot_triangulated.obj", up="y")
+    box = trimesh.creation.box(extents=(0.3, 0.3, 0.3))
+    box.apply_translation([1.2, 0.0, 0.0])
+    box.visual.face_colors = [0, 255, 0, 255]
+    trimesh.Scene([spot, box]).export(tmp_path / "scene.glb")
+    mesh = load_mesh(tmp_path / "scene.glb", up="z")  # flattened (written in z-up coordinates above)
+    assert len(mesh.vertices) == len(spot.vertices) + len(box.vertices)
+    assert np.allclose(mesh.bounds[1, 0], 1.35) and np.allclose(mesh.bounds[0], spot.bounds[0], atol=1e-6)
+    out = render_mesh(mesh, [camera_from_spherical(10.0, -90.0, 5.0, width=64)], supersample=1)[0]
+    rgb = out.rgba[out.rgba[..., 3] == 1.0][:, :3]
+    assert ((rgb[:, 1] - rgb[:, 0]) > 0.2).sum() > 5  # the green box
+    assert (rgb.min(axis=1) > 0.8).sum() > 5  # spot's white hide, sampled from its texture
+
+
 def test_render_folder_round_trip(tmp_path):
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
     path = tmp_path / "ball.ply"
