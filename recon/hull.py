@@ -94,11 +94,13 @@ def soft_hull(views: Views, points: torch.Tensor, threshold: float = 0.5, chunk:
     per_view = _view_tensors(views, points.device)
     out = []
     for start in range(0, points.shape[0], chunk):
-        p = points[start : start + chunk]  # [n, 3]
-        soft = torch.ones(p.shape[0], device=p.device)
-        seen = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+        p_all = points[start : start + chunk]  # [n, 3]
+        soft = torch.ones(p_all.shape[0], device=p_all.device)
+        seen = torch.zeros(p_all.shape[0], dtype=torch.bool, device=p_all.device)
+        alive = torch.arange(p_all.shape[0], device=p_all.device)  # nodes whose min is still above 0
         for alpha, w2c, focal, width, height, in_frame in per_view:
-            pc = p @ w2c[:3, :3].T + w2c[:3, 3]  # [n, 3] camera frame, looking along -z
+            p = p_all[alive]
+            pc = p @ w2c[:3, :3].T + w2c[:3, 3]  # [m, 3] camera frame, looking along -z
             depth = -pc[:, 2]
             safe = depth.clamp(min=1e-6)
             u = focal * pc[:, 0] / safe + 0.5 * width
@@ -107,8 +109,9 @@ def soft_hull(views: Views, points: torch.Tensor, threshold: float = 0.5, chunk:
             grid = torch.stack([u / width * 2 - 1, v / height * 2 - 1], dim=-1).reshape(1, -1, 1, 2)
             sample = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(-1)
             unseen_value = 0.0 if in_frame else 1.0
-            soft = torch.minimum(soft, torch.where(visible, sample, torch.full_like(sample, unseen_value)))
-            seen |= visible
+            soft[alive] = torch.minimum(soft[alive], torch.where(visible, sample, torch.full_like(sample, unseen_value)))
+            seen[alive] |= visible
+            alive = alive[soft[alive] > 0]  # a min at 0 stays 0: later views need not look at these nodes
         out.append(torch.where(seen, soft, torch.zeros_like(soft)))
     return torch.cat(out)
 
