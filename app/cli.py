@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.quiet, args.verbose)
+    from img2mesh.data.progress import set_quiet
+
+    set_quiet(args.quiet)
     try:
         return COMMANDS[args.command](args)
     except Img2MeshError as e:
