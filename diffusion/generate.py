@@ -104,8 +104,7 @@ def synthesize(model: Zero123, input_images: torch.Tensor, inputs: list[Relative
     if cfg.mode == "independent":  # every target at once: all rows in the same UNet batches
         plan = plan_independent(inputs, targets, cfg.input_temp)
         x0 = denoise(model, rows_for(plan), latents, settings, generator, stats, desc="views (independent)")
-        for j, image in enumerate(model.decode(x0)):
-            images[j] = image
+        images = list(torch.cat([model.decode(chunk) for chunk in x0.split(settings.max_batch)]))
     else:  # ViewFusion: one target after another, each new view becoming an anchor
         plan = plan_viewfusion(inputs, targets, cfg.window_deg, cfg.inference_temp, cfg.auto_temp, cfg.input_temp)
         bar = progress(plan, total=len(plan), desc="views (viewfusion)")

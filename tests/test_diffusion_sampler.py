@@ -192,3 +192,13 @@ def test_generated_views_get_masks_from_background_removal(model, shared):
         assert np.array_equal(v.mask, dark_is_object(rgb8) / 255.0)
     rembg = generate_views(cfg(num_views=2, steps=2), prepared(), model=model, rembg_model="u2netp")
     assert rembg[1].mask.shape == (32, 32) and 0.0 <= rembg[1].mask.min() <= rembg[1].mask.max() <= 1.0
+
+
+def test_generate_views_loads_cfg_model_when_none_is_given(model, tmp_path):
+    from img2mesh.diffusion import generate_views
+
+    folder = model.save_pretrained(tmp_path / "tiny-zero123")
+    from_path = generate_views(cfg(num_views=2, steps=2, model=str(folder), dtype="fp32"), prepared(), device="cpu",
+                               seed=3, remove_background=False)
+    given = generate_views(cfg(num_views=2, steps=2), prepared(), model=model, seed=3, remove_background=False)
+    assert np.array_equal(from_path[1].rgba, given[1].rgba)
