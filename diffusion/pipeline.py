@@ -163,4 +163,5 @@ def denoise(model: Zero123, rows: ConditionRows, latents: torch.Tensor, settings
         x_prev = scheduler.step(eps, t, latents[group], eta=settings.eta, variance_noise=noise).prev_sample
         # 4c. interpolated denoising: the group's next state is the weighted sum of its rows' x_{t-1}
         latents = torch.zeros_like(latents).index_add_(0, group, weight * x_prev)
+    settings.max_batch = unet.max_batch  # keep a batch size reduced by out-of-memory for the next views
     return latents
