@@ -160,7 +160,8 @@ def denoise(model: Zero123, rows: ConditionRows, latents: torch.Tensor, settings
                 noise = randn_tensor(eps.shape, generator=generator, device=device, dtype=torch.float32)
             else:  # one draw per group, shared by its anchors
                 noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=torch.float32)[group]
-        x_prev = scheduler.step(eps, t, latents[group], eta=settings.eta, variance_noise=noise).prev_sample
+        # (a Python int: the scheduler's alphas live on the CPU whatever the device)
+        x_prev = scheduler.step(eps, int(t), latents[group], eta=settings.eta, variance_noise=noise).prev_sample
         # 4c. interpolated denoising: the group's next state is the weighted sum of its rows' x_{t-1}
         latents = torch.zeros_like(latents).index_add_(0, group, weight * x_prev)
     settings.max_batch = unet.max_batch  # keep a batch size reduced by out-of-memory for the next views
