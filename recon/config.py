@@ -57,12 +57,14 @@ class NeuSConfig:
     grid_coarse_resolution: int = 0  # >0: start at this resolution and upsample at grid_upsample_at (coarse-to-fine)
     grid_upsample_at: float = 0.3  # fraction of steps
     color_grid_resolution: int = 64  # colour feature grid per side (colour varies slower than shape needs)
+    grid_gradient: str = "numerical"  # numerical (central differences, smooth normals) | analytic (trilinear's own)
     grid_init: str = "hull"  # hull (carved hull's signed distance) | sphere (|x| - init_radius)
     grid_lr_scale: float = 1.0  # SDF-grid lr = lr * this (world units per step; colour grid and MLPs use lr)
     # Ray samples.
     n_samples: int = 64  # uniform samples inside the ray's bounds (reference)
     n_importance: int = 64  # importance samples, drawn in up_sample_steps rounds (reference 64 in 4 x 16)
     up_sample_steps: int = 4
+    up_sample_growth: float = 2.0  # importance round i weights samples with inv_s = 64 * growth^i (reference 2)
     cos_anneal_steps: int = 200  # NeuS cos anneal: 0 = off (reference 200)
 
 

@@ -249,11 +249,11 @@ def field_to_mesh(field_, mesh_cfg: MeshConfig) -> trimesh.Trimesh:
                   smooth_iters=mesh_cfg.smooth_iters, target_faces=mesh_cfg.target_faces)
     device = next(field_.buffers()).device
     if isinstance(field_, NeuSField):
-        level = 0.0 if mesh_cfg.threshold == "auto" else float(mesh_cfg.threshold)
+        level = mesh_cfg.level(0.0)
         return extract_mesh(field_.mesh_sdf, lo, hi, level=level, color_fn=field_.vertex_color, inside="below",
                             device=device, **common)
     if isinstance(field_, VoxelNeRF):
-        level = field_.auto_threshold() if mesh_cfg.threshold == "auto" else float(mesh_cfg.threshold)
+        level = mesh_cfg.level(field_.auto_threshold())
         return extract_mesh(field_.mesh_density, lo, hi, level=level, color_fn=field_.vertex_color, inside="above",
                             device=device, **common)
     raise TypeError(f"cannot mesh a {type(field_).__name__}")

@@ -45,29 +45,25 @@ def render_batch(cfg: ReconConfig, field, rays: RayBatch, step: int, generator) 
         n = cfg.neus
         return render_neus(field, rays, n.n_samples, n.n_importance, n.up_sample_steps,
                            cos_anneal=cos_anneal_ratio(step, n.cos_anneal_steps), generator=generator,
-                           background=cfg.background)
+                           background=cfg.background, up_sample_growth=n.up_sample_growth)
     if cfg.method == "voxel":
         return render_voxel(field, rays, cfg.voxel.step_size, generator=generator, background=cfg.background)
     raise ValueError(f"no volume renderer for method {cfg.method!r}")
 
 
-def param_groups(cfg: ReconConfig, field) -> list[dict]:
-    """Geometry grids (the SDF / density values) take steps of ``lr * grid_lr_scale``; colour grids and
-    networks take ``lr``. Each group keeps its unscheduled lr in 'base_lr'."""
+def make_optimizer(cfg: ReconConfig, field) -> torch.optim.Optimizer:
+    """Geometry grids (SDF / density values) step at ``lr * grid_lr_scale``, everything else at ``lr``.
+    Each group keeps its unscheduled lr in 'base_lr'."""
     scale = cfg.neus.grid_lr_scale if cfg.method == "neus" else cfg.voxel.grid_lr_scale
     geometry, rest = [], []
     for name, p in field.named_parameters():
         (geometry if name in ("sdf_grid.values", "density_grid.values") else rest).append(p)
-    groups = [{"params": geometry, "base_lr": cfg.lr * scale}, {"params": rest, "base_lr": cfg.lr}]
-    return [g for g in groups if g["params"]]
-
-
-def make_optimizer(cfg: ReconConfig, field) -> torch.optim.Optimizer:
-    groups = param_groups(cfg, field)
+    groups = [g for g in ({"params": geometry, "base_lr": cfg.lr * scale}, {"params": rest, "base_lr": cfg.lr})
+              if g["params"]]
     for g in groups:
         g["lr"] = g["base_lr"]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)  # the reference's AdamW, no decay on grids
+    if cfg.optimizer == "adamw":  # the reference's AdamW; no weight decay (it would shrink grids to zero)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr)
     if cfg.optimizer == "adamax":

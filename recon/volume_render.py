@@ -88,9 +88,10 @@ def _upsample_weights(t: torch.Tensor, sdf: torch.Tensor, inv_s: float) -> torch
 
 @torch.no_grad()
 def neus_samples(field, rays: RayBatch, n_samples: int, n_importance: int, up_sample_steps: int,
-                 generator: torch.Generator | None) -> torch.Tensor:
+                 generator: torch.Generator | None, up_sample_growth: float = 2.0) -> torch.Tensor:
     """Sorted sample positions [n_rays, n_samples + n_importance]: stratified, then NeuS's importance rounds
-    (inv_s = 64 * 2^i) that concentrate samples at the first zero crossing of the SDF."""
+    with sharpening inv_s = 64 * growth^i (NeuS: growth 2) that concentrate samples at the first zero
+    crossing of the SDF."""
     t = stratified_t(rays.near, rays.far, n_samples, generator)
     if n_importance <= 0:
         return t
@@ -101,7 +102,7 @@ def neus_samples(field, rays: RayBatch, n_samples: int, n_importance: int, up_sa
     for i, k in enumerate(per_step):
         if k == 0:
             continue
-        new_t = sample_pdf(t, _upsample_weights(t, sdf, 64.0 * 2**i), k)
+        new_t = sample_pdf(t, _upsample_weights(t, sdf, 64.0 * up_sample_growth**i), k)
         new_sdf = field.sdf((o + new_t[..., None] * d).reshape(-1, 3)).reshape(new_t.shape)
         t, order = torch.sort(torch.cat([t, new_t], dim=-1), dim=-1)
         sdf = torch.cat([sdf, new_sdf], dim=-1).gather(1, order)
@@ -109,31 +110,46 @@ def neus_samples(field, rays: RayBatch, n_samples: int, n_importance: int, up_sa
 
 
 def render_neus(field, rays: RayBatch, n_samples: int, n_importance: int, up_sample_steps: int, *,
-                cos_anneal: float = 1.0, generator: torch.Generator | None = None,
-                background: float = 1.0) -> RenderOutput:
-    """Render a NeuS field: samples -> SDF, gradient -> NeuS alpha -> nerfacc weights -> rgb, opacity, depth."""
+                cos_anneal: float = 1.0, generator: torch.Generator | None = None, background: float = 1.0,
+                up_sample_growth: float = 2.0, early_stop_eps: float = 1e-4, sdf_band: float = 12.0) -> RenderOutput:
+    """Render a NeuS field: samples -> SDF, gradient -> NeuS alpha -> nerfacc weights -> rgb, opacity, depth.
+
+    A no-grad pass over all samples finds those that can matter: visible (transmittance above
+    ``early_stop_eps``) and within ``sdf_band`` / inv_s of the surface (further out, alpha and its
+    gradient both vanish, as sigmoid' < 1e-5). Only those are evaluated again with gradients, which on CPU
+    is most of the cost saved; the others keep alpha 0.
+    """
     n_rays = len(rays)
-    t = neus_samples(field, rays, n_samples, n_importance, up_sample_steps, generator)  # [n_rays, s]
+    t = neus_samples(field, rays, n_samples, n_importance, up_sample_steps, generator, up_sample_growth)
     edges = torch.cat([t, torch.maximum(rays.far[:, None], t[:, -1:])], dim=-1)
     dists = edges[:, 1:] - edges[:, :-1]  # [n_rays, s]
     mid = t + 0.5 * dists
-    dirs = rays.dirs[:, None, :].expand(-1, t.shape[1], -1)  # [n_rays, s, 3]
-    points = rays.origins[:, None, :] + mid[..., None] * dirs  # [n_rays, s, 3]
-    sdf, grad, feature = field.geometry(points.reshape(-1, 3))
-    cos = (dirs.reshape(-1, 3) * grad).sum(-1)
-    alpha = neus_alpha(sdf, cos, dists.reshape(-1), field.inv_s(), cos_anneal).reshape(t.shape)
-    alpha = alpha * (dists > 0)  # rays that miss the bounds have empty sections
-    weights, _ = render_weight_from_alpha(alpha)  # [n_rays, s]
-    keep = (weights.detach() > WEIGHT_EPS).reshape(-1)
-    ray_idx = torch.arange(n_rays, device=t.device).repeat_interleave(t.shape[1])[keep]
+    dirs = rays.dirs[:, None, :].expand(-1, t.shape[1], -1).reshape(-1, 3)  # [n_rays * s, 3]
+    points = (rays.origins[:, None, :] + mid[..., None] * rays.dirs[:, None, :]).reshape(-1, 3)
+    inv_s = field.inv_s()
+    with torch.no_grad():
+        sdf, grad, _ = field.geometry(points)
+        alpha = neus_alpha(sdf, (dirs * grad).sum(-1), dists.reshape(-1), inv_s, cos_anneal)
+        alpha = (alpha * (dists.reshape(-1) > 0)).reshape(t.shape)
+        visible = render_visibility_from_alpha(alpha, early_stop_eps=early_stop_eps).reshape(-1)
+        active = visible & (sdf.abs() * inv_s < sdf_band) & (dists.reshape(-1) > 0)
+    idx = torch.nonzero(active).squeeze(1)
+    sdf, grad, feature = field.geometry(points[idx])
+    alpha_active = neus_alpha(sdf, (dirs[idx] * grad).sum(-1), dists.reshape(-1)[idx], inv_s, cos_anneal)
+    alpha = torch.zeros(t.numel(), device=t.device, dtype=alpha_active.dtype).index_put((idx,), alpha_active)
+    weights, _ = render_weight_from_alpha(alpha.reshape(t.shape))  # [n_rays, s]
+    w_active = weights.reshape(-1)[idx]
+    keep = w_active.detach() > WEIGHT_EPS  # colour only where it shows
+    ci = idx[keep]
     normal = grad[keep] / grad[keep].norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    color = field.color(points.reshape(-1, 3)[keep], dirs.reshape(-1, 3)[keep], normal, feature[keep])
-    rgb = accumulate_along_rays(weights.reshape(-1)[keep], color, ray_idx, n_rays)
+    feature = field.feature(points[ci]) if feature is None else feature[keep]
+    color = field.color(points[ci], dirs[ci], normal, feature)
+    ray_idx = torch.div(ci, t.shape[1], rounding_mode="floor")
+    rgb = accumulate_along_rays(w_active[keep], color, ray_idx, n_rays)
     opacity = accumulate_along_rays(weights, None).squeeze(-1)
     depth = accumulate_along_rays(weights, mid[..., None]).squeeze(-1) + (1.0 - opacity) * rays.far
     rgb = rgb + background * (1.0 - opacity[:, None])
-    surface = points.reshape(-1, 3)[keep].detach()
-    return RenderOutput(rgb, opacity, depth, weights, grad, surface, int(keep.sum()))
+    return RenderOutput(rgb, opacity, depth, weights, grad, points[ci].detach(), int(keep.sum()))
 
 
 def render_voxel(field, rays: RayBatch, step_size: float, *, generator: torch.Generator | None = None,

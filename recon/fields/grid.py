@@ -85,6 +85,10 @@ class DenseGrid(nn.Module):
         out, grad = trilinear(self.values, self.resolution, self.to_voxel(x), with_grad=True)
         return out, grad / self.voxel_size
 
+    def gather(self, flat: torch.Tensor) -> torch.Tensor:
+        """Values [..., C] at flat vertex indices."""
+        return self.values[flat]
+
     def volume(self) -> torch.Tensor:
         """The values as [C, R, R, R] (x, y, z order)."""
         r = self.resolution

@@ -36,7 +36,7 @@ class HullField(nn.Module):
         """The carved hull's surface (the grid's own resolution: the carving already fixed the detail)."""
         from ..meshing import mesh_from_grid
 
-        level = self.threshold if mesh_cfg.threshold == "auto" else float(mesh_cfg.threshold)
+        level = mesh_cfg.level(self.threshold)
         return mesh_from_grid(self.soft.cpu().numpy(), -self.bounds, self.bounds, level, inside="above",
                               keep_components=mesh_cfg.keep_components, smooth_iters=mesh_cfg.smooth_iters,
                               target_faces=mesh_cfg.target_faces)

@@ -73,6 +73,7 @@ class NeuSField(nn.Module):
         if bound_sdf is not None:
             self.bound = DenseGrid(bound_resolution, 1, aabb_min, aabb_max, bound_sdf, trainable=False)
         self.view_dependent = cfg.view_dependent
+        self.numerical_gradient = cfg.grid_gradient == "numerical"
         self.color_net = ColorNetwork(cfg.feature_dim, cfg.color_hidden, cfg.color_layers, cfg.view_frequencies)
         self.variance = SingleVariance(cfg.variance_init)
 
@@ -85,11 +86,14 @@ class NeuSField(nn.Module):
             return self.sdf_grid(x)[:, 0]
         return self.sdf_net(self.normalise(x))[0] * self.radius
 
-    def geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """sdf [N], gradient d sdf / dx [N, 3], colour feature [N, F] at world points [N, 3]."""
+    def geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """sdf [N], gradient d sdf / dx [N, 3] and, when it comes for free (MLP), the colour feature [N, F]
+        (else None: ask :meth:`feature` for just the points that need colour) at world points [N, 3]."""
         if self.backend == "grid":
+            if self.numerical_gradient:
+                return self._sdf_numerical_gradient(x) + (None,)
             sdf, grad = self.sdf_grid(x, with_grad=True)  # [N, 1], [N, 1, 3]
-            return sdf[:, 0], grad[:, 0], self.feature_grid(x)
+            return sdf[:, 0], grad[:, 0], None
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             sdf_n, feature = self.sdf_net(self.normalise(x))
@@ -97,6 +101,22 @@ class NeuSField(nn.Module):
             grad = torch.autograd.grad(sdf, x, torch.ones_like(sdf), create_graph=torch.is_grad_enabled(),
                                        retain_graph=True)[0]
         return sdf, grad, feature
+
+    def _sdf_numerical_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sdf [N] and central differences over +-1 voxel [N, 3]: smooth across voxel faces, unlike the
+        piecewise gradient of the trilinear interpolant (Neuralangelo's numerical gradients)."""
+        n = x.shape[0]
+        h = self.sdf_grid.voxel_size  # [3]
+        offsets = torch.cat([torch.zeros(1, 3, device=x.device), torch.diag(h), -torch.diag(h)])  # [7, 3]
+        values = self.sdf_grid((x[:, None, :] + offsets).reshape(-1, 3))[:, 0].reshape(n, 7)
+        grad = (values[:, 1:4] - values[:, 4:7]) / (2.0 * h)
+        return values[:, 0], grad
+
+    def feature(self, x: torch.Tensor) -> torch.Tensor:
+        """Colour feature [N, F] at world points [N, 3]."""
+        if self.backend == "grid":
+            return self.feature_grid(x)
+        return self.sdf_net(self.normalise(x))[1]
 
     def color(self, x, dirs, normal, feature) -> torch.Tensor:
         """rgb [N, 3]; with ``view_dependent`` off the view direction input is zeroed (Lambertian scenes)."""
@@ -118,6 +138,7 @@ class NeuSField(nn.Module):
     def vertex_color(self, x: torch.Tensor) -> torch.Tensor:
         """Colour [N, 3] of surface points [N, 3] seen head-on (view direction = -normal)."""
         _, grad, feature = self.geometry(x)
+        feature = self.feature(x) if feature is None else feature
         normal = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         return self.color(x, -normal, normal, feature)
 
@@ -135,6 +156,7 @@ class NeuSField(nn.Module):
         r = g.resolution
         i = g.to_voxel(points.detach()).round().long().clamp(1, r - 2)  # [N, 3]
         flat = (i[:, 0] * r + i[:, 1]) * r + i[:, 2]
-        v = g.values[:, 0]
-        lap = v[flat + r * r] + v[flat - r * r] + v[flat + r] + v[flat - r] + v[flat + 1] + v[flat - 1] - 6 * v[flat]
+        offsets = torch.tensor([r * r, -r * r, r, -r, 1, -1, 0], device=points.device)
+        v = g.gather(flat[:, None] + offsets)[..., 0]  # [N, 7]
+        lap = v[:, :6].sum(dim=1) - 6 * v[:, 6]
         return (lap / g.voxel_size.mean()).pow(2).mean()

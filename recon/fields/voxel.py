@@ -6,6 +6,8 @@ made view dependent by a tiny MLP on (colour features, view direction).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,3 +61,7 @@ class VoxelNeRF(nn.Module):
         centre = 0.5 * (self.density_grid.aabb_min + self.density_grid.aabb_max)
         dirs = centre - x
         return self.color(x, dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+    def auto_threshold(self) -> float:
+        """Default meshing level: the density that makes one voxel half opaque (ln 2 / voxel size)."""
+        return float(math.log(2.0) / self.density_grid.voxel_size.mean())
