@@ -45,6 +45,7 @@ setup(
         "transformers>=4.40",
         "huggingface-hub>=0.23",
         "safetensors>=0.4",
+        "accelerate>=0.30",  # low-memory, fast loading of the multi-GB Zero-1-to-3 weights
         "rembg>=2.0.50",
         "onnxruntime>=1.16",
         "trimesh>=4.0",

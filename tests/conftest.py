@@ -23,5 +23,7 @@ def _torch_determinism():
     import torch
 
     torch.manual_seed(0)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # One thread per test process: `pytest -n 2` already keeps both cores busy, and oversubscribed threads
+    # make the tiny-model tests many times slower.
+    torch.set_num_threads(1)
     yield
