@@ -5,4 +5,6 @@ from .hull import Bounds, HullResult, carve_hull, estimate_bounds
 from .meshing import evaluate_grid, evaluate_in_chunks, extract_mesh, grid_points, mesh_from_grid
 from .metrics import mesh_metrics
 from .export import export_mesh, render_turntable, views_grid
-from .config import MeshConfig
+from .config import LossConfig, MeshConfig, NeuSConfig, ReconConfig, VoxelConfig
+from .reconstruct import ReconResult, field_to_mesh, load_field, reconstruct, resize_views
+from .field_render import render_field

@@ -121,6 +121,9 @@ class ReconConfig:
     bounds: str = "hull"  # hull: sample only inside the carved hull (fast, tight) | sphere: radius sphere_radius
     sphere_radius: float = 0.866  # reference: sqrt(3)/2, the sphere around [-0.5, 0.5]^3
     hull_resolution: int = 128  # carving grid per side (hull method, bounds and grid init)
+    # Share of views that may see a point as background without carving it: 0 for exact renders; generated
+    # views disagree a little (a strict hull would cut away what one of them missed).
+    hull_tolerance: float = 0.0
     hull_margin: float = 2.0  # ray bounds: the hull dilated by this many hull voxels
     background: float = 1.0  # white background (renders and targets composited onto it)
     neus: NeuSConfig = field(default_factory=NeuSConfig)

@@ -86,33 +86,60 @@ def _view_tensors(views: Views, device) -> list[tuple[torch.Tensor, torch.Tensor
     return out
 
 
-def soft_hull(views: Views, points: torch.Tensor, threshold: float = 0.5, chunk: int = 1 << 21) -> torch.Tensor:
+def soft_hull(views: Views, points: torch.Tensor, threshold: float = 0.5, chunk: int = 1 << 21,
+              tolerance: float = 0.0) -> torch.Tensor:
     """Min over views of the alpha sampled at ``points`` [N, 3] -> [N] (see the module docstring for unseen
-    points); a point is inside the hull where this is >= ``threshold``."""
+    points); a point is inside the hull where this is >= ``threshold``.
+
+    ``tolerance`` > 0: the k-th smallest sample instead of the min, k = floor(tolerance x views), so up to that
+    share of views may call a point background without carving it (generated views that disagree a little).
+    """
     if len(views) == 0:
         raise InputError("cannot carve a hull from zero views")
+    if not 0.0 <= tolerance < 1.0:
+        raise InputError(f"recon.hull_tolerance={tolerance} must be in [0, 1)")
     per_view = _view_tensors(views, points.device)
+    k = int(tolerance * len(per_view))
+    if k > 0:
+        return _kth_smallest_alpha(per_view, points, k, max(1, chunk // len(per_view)))
     out = []
     for start in range(0, points.shape[0], chunk):
         p_all = points[start : start + chunk]  # [n, 3]
         soft = torch.ones(p_all.shape[0], device=p_all.device)
         seen = torch.zeros(p_all.shape[0], dtype=torch.bool, device=p_all.device)
         alive = torch.arange(p_all.shape[0], device=p_all.device)  # nodes whose min is still above 0
-        for alpha, w2c, focal, width, height, in_frame in per_view:
-            p = p_all[alive]
-            pc = p @ w2c[:3, :3].T + w2c[:3, 3]  # [m, 3] camera frame, looking along -z
-            depth = -pc[:, 2]
-            safe = depth.clamp(min=1e-6)
-            u = focal * pc[:, 0] / safe + 0.5 * width
-            v = -focal * pc[:, 1] / safe + 0.5 * height
-            visible = (depth > 1e-6) & (u >= 0) & (u <= width) & (v >= 0) & (v <= height)
-            grid = torch.stack([u / width * 2 - 1, v / height * 2 - 1], dim=-1).reshape(1, -1, 1, 2)
-            sample = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(-1)
-            unseen_value = 0.0 if in_frame else 1.0
-            soft[alive] = torch.minimum(soft[alive], torch.where(visible, sample, torch.full_like(sample, unseen_value)))
+        for view in per_view:
+            sample, visible = _sample_view(view, p_all[alive])
+            soft[alive] = torch.minimum(soft[alive], sample)
             seen[alive] |= visible
             alive = alive[soft[alive] > 0]  # a min at 0 stays 0: later views need not look at these nodes
         out.append(torch.where(seen, soft, torch.zeros_like(soft)))
+    return torch.cat(out)
+
+
+def _sample_view(view, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One view's alpha at points ``p`` [m, 3] (unseen points: 0 if the mask is in frame, else 1) and
+    whether the view sees them [m]."""
+    alpha, w2c, focal, width, height, in_frame = view
+    pc = p @ w2c[:3, :3].T + w2c[:3, 3]  # [m, 3] camera frame, looking along -z
+    depth = -pc[:, 2]
+    safe = depth.clamp(min=1e-6)
+    u = focal * pc[:, 0] / safe + 0.5 * width
+    v = -focal * pc[:, 1] / safe + 0.5 * height
+    visible = (depth > 1e-6) & (u >= 0) & (u <= width) & (v >= 0) & (v <= height)
+    grid = torch.stack([u / width * 2 - 1, v / height * 2 - 1], dim=-1).reshape(1, -1, 1, 2)
+    sample = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(-1)
+    return torch.where(visible, sample, torch.full_like(sample, 0.0 if in_frame else 1.0)), visible
+
+
+def _kth_smallest_alpha(per_view, points: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """The (k+1)-th smallest of the views' samples at each point (0 where no view sees it)."""
+    out = []
+    for start in range(0, points.shape[0], chunk):
+        p = points[start : start + chunk]
+        samples, seen = zip(*(_sample_view(view, p) for view in per_view))
+        kth = torch.stack(samples).kthvalue(k + 1, dim=0).values
+        out.append(torch.where(torch.stack(seen).any(dim=0), kth, torch.zeros_like(kth)))
     return torch.cat(out)
 
 
@@ -124,16 +151,19 @@ def carve_hull(
     threshold: float = 0.5,
     keep_components: int = 1,
     device="cpu",
+    tolerance: float = 0.0,
 ) -> HullResult:
-    """Carve a ``resolution``^3 grid over [-bounds, bounds]^3 with every view's mask (alpha >= ``threshold``)."""
+    """Carve a ``resolution``^3 grid over [-bounds, bounds]^3 with every view's mask (alpha >= ``threshold``);
+    ``tolerance``: the share of views that may disagree about a node before it is carved (see soft_hull)."""
     from scipy import ndimage
 
     points = grid_points(-bounds, bounds, resolution, device=device)  # [R^3, 3]
-    soft = soft_hull(views, points, threshold).reshape(resolution, resolution, resolution).cpu().numpy()
+    soft = soft_hull(views, points, threshold, tolerance=tolerance).reshape(resolution, resolution, resolution).cpu().numpy()
     occupancy = soft >= threshold
     if not occupancy.any():
         raise InputError("the views' silhouettes do not overlap anywhere inside the bounds: check that the masks "
-                         "are not empty and the camera poses are right (object at the origin)")
+                         "are not empty and the camera poses are right (object at the origin), or let some views "
+                         "disagree with recon.hull_tolerance=0.25")
     mesh = mesh_from_grid(soft, -bounds, bounds, threshold, inside="above", keep_components=keep_components)
     # Signed distance between node centres: half a voxel short of either side's nearest node.
     voxel = 2.0 * bounds / (resolution - 1)

@@ -136,7 +136,8 @@ def build_ray_bank(views: Views, bounds_fn: Callable[[torch.Tensor, torch.Tensor
                    len(views), h, w)
 
 
-def _take(bank: RayBank, idx: torch.Tensor) -> dict:
+def take_rays(bank: RayBank, idx: torch.Tensor) -> dict:
+    """RayBatch fields of the bank's rays ``idx``."""
     return dict(origins=bank.origins[idx], dirs=bank.dirs[idx], rgb=bank.rgb[idx], alpha=bank.alpha[idx],
                 near=bank.near[idx], far=bank.far[idx], weight=bank.weight[idx])
 
@@ -183,7 +184,7 @@ class RaySampler:
         parts.append(self.fg_idx[pick])
         pick = torch.randint(len(self.hit_idx), (self.n_uniform,), generator=generator, device="cpu").to(dev)
         parts.append(self.hit_idx[pick])
-        return RayBatch(**_take(self.bank, torch.cat(parts)), n_patches=self.n_patches, patch_size=self.patch_size)
+        return RayBatch(**take_rays(self.bank, torch.cat(parts)), n_patches=self.n_patches, patch_size=self.patch_size)
 
 
 def jittered_patch_rays(batch: RayBatch, jitter: float, generator: torch.Generator) -> RayBatch:

@@ -30,8 +30,9 @@ from .fields.hull_field import HullField
 from .fields.neus import NeuSField
 from .fields.voxel import VoxelNeRF
 from .hull import HullResult, carve_hull, estimate_bounds
-from .rays import RaySampler, build_ray_bank, march_bounds, ray_aabb, ray_sphere
+from .rays import RayBatch, RaySampler, take_rays, build_ray_bank, march_bounds, ray_aabb, ray_sphere
 from .trainer import CHECKPOINT_NAME, train
+from .volume_render import surface_density
 
 log = logging.getLogger(__name__)
 FIELD_NAME = "field.pt"
@@ -87,7 +88,7 @@ def resize_views(views: Views, size: int) -> Views:
 # -- bounds ---------------------------------------------------------------------------------------------------
 def hull_for(cfg: ReconConfig, views: Views) -> HullResult:
     """The visual hull over [-1, 1]^3 (Zero-1-to-3 / GT scenes fit in it; objects sit at the origin)."""
-    return carve_hull(views, resolution=cfg.hull_resolution, bounds=1.0)
+    return carve_hull(views, resolution=cfg.hull_resolution, bounds=1.0, tolerance=cfg.hull_tolerance)
 
 
 def sampling_box(cfg: ReconConfig, hull: HullResult) -> tuple[np.ndarray, np.ndarray]:
@@ -143,18 +144,39 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
             n = cfg.neus
             init = None
             if n.sdf == "grid" and n.grid_init == "hull":
-                init = hull.hull_sdf(_grid_positions(lo, hi, n.grid_coarse_resolution or n.grid_resolution))
+                init = hull_signed_distance(hull, _grid_positions(lo, hi, n.grid_coarse_resolution or n.grid_resolution))
             return NeuSField(n, center, radius, lo, hi, sdf_init=init, bound_sdf=bound_sdf,
                              bound_resolution=bound_res, device=device).to(device)
         if cfg.method == "voxel":
             v = cfg.voxel
             init = None
             if v.init == "hull":
-                sdf = hull.hull_sdf(_grid_positions(lo, hi, v.resolution))
+                sdf = hull_signed_distance(hull, _grid_positions(lo, hi, v.resolution))
                 voxel = float((hi - lo).max()) / (v.resolution - 1)
                 init = v.init_density * (-sdf / voxel).clamp(-1.0, 1.0)  # +d inside, -d outside, a 2-voxel ramp
             return VoxelNeRF(v, lo, hi, density_init=init, bound_sdf=bound_sdf, bound_resolution=bound_res).to(device)
     raise InputError(f"unknown recon.method {cfg.method!r}: use one of {', '.join(METHODS)}")
+
+
+def hull_signed_distance(hull: HullResult, points: torch.Tensor, band_voxels: float = 3.0) -> torch.Tensor:
+    """Signed distance [N] to the hull's *mesh* (the soft hull's sub-voxel level set) near its surface, and the
+    carved grid's distance transform further out (cheap, and only a starting point there).
+
+    The distance transform alone puts the zero level on a voxel staircase (half a hull voxel off), which
+    an optimiser would first have to undo; open3d's exact distance is used within ``band_voxels``.
+    """
+    import open3d as o3d
+
+    sdf = hull.hull_sdf(points)
+    band = torch.nonzero(sdf.abs() < band_voxels * hull.voxel_size).squeeze(1)
+    if len(band):
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.core.Tensor(np.asarray(hull.mesh.vertices, dtype=np.float32)),
+                            o3d.core.Tensor(np.asarray(hull.mesh.faces, dtype=np.uint32)))
+        query = o3d.core.Tensor(points[band].cpu().numpy().astype(np.float32))
+        exact = torch.from_numpy(scene.compute_signed_distance(query).numpy()).to(sdf)
+        sdf[band] = exact
+    return sdf
 
 
 def _grid_positions(lo, hi, resolution: int) -> torch.Tensor:
@@ -164,8 +186,12 @@ def _grid_positions(lo, hi, resolution: int) -> torch.Tensor:
 
 # -- the stage ------------------------------------------------------------------------------------------------
 def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, device="cpu",
-                resume: bool = True) -> ReconResult:
-    """Views -> ``out_dir/field.pt``. Resumes from ``out_dir/checkpoint.pt`` when ``resume``."""
+                resume: bool = True, max_steps: int | None = None) -> ReconResult:
+    """Views -> ``out_dir/field.pt``. Resumes from ``out_dir/checkpoint.pt`` when ``resume``.
+
+    ``max_steps``: stop after that many steps (of ``cfg.steps``), keeping the checkpoint so a later call
+    finishes the run; the field file then holds the partly trained field.
+    """
     if cfg.method not in METHODS:
         raise InputError(f"unknown recon.method {cfg.method!r}: use one of {', '.join(METHODS)}")
     validate_views(views)
@@ -188,10 +214,17 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
     sampler = RaySampler(bank, cfg.rays_per_batch, cfg.foreground_fraction, cfg.patch_size, cfg.patches_per_batch)
     field_ = build_field(cfg, hull, box, device, seed)
     meta = {"aabb_min": box[0].tolist(), "aabb_max": box[1].tolist()}
-    trained = train(cfg, field_, sampler, out_dir, seed=seed, resume=resume, meta=meta)
+    trained = train(cfg, field_, sampler, out_dir, seed=seed, resume=resume, meta=meta, stop_at=max_steps)
+    if cfg.method == "voxel":  # where the renders put the surface, for meshing at the matching density
+        fg = sampler.fg_idx[torch.randperm(len(sampler.fg_idx), generator=torch.Generator().manual_seed(seed))[:8192]]
+        level = surface_density(field_, RayBatch(**take_rays(bank, fg)), cfg.voxel.step_size)
+        if level == level:  # not nan
+            field_.surface_level.fill_(level)
+        stats["surface_level"] = level
     meta["grid_resolutions"] = {n: m.resolution for n, m in field_.named_modules() if hasattr(m, "resolution")}
     path = save_field(out_dir / FIELD_NAME, cfg.method, cfg, field_, meta)
-    (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # the field file supersedes it
+    if trained.steps >= cfg.steps:
+        (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # the field file supersedes it
     stats.update(losses=trained.losses, resumed_from=trained.resumed_from, train_seconds=round(trained.seconds, 2))
     return ReconResult(cfg.method, path, trained.steps, time.time() - t0, trained.psnr, stats)
 
@@ -211,7 +244,7 @@ def load_field(path, device="cpu"):
     if not path.is_file():
         raise InputError(f"field file {path} does not exist: run the recon stage first")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
         method, meta, cfg = blob["method"], blob["meta"], blob["config"]
     except Exception as e:  # a truncated or foreign file
         raise InputError(f"{path} is not an img2mesh field file ({type(e).__name__}: {e}); re-run recon") from None

@@ -124,15 +124,19 @@ def _match_grids(field, resolutions: dict[str, int]) -> None:
 
 
 def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: int = 0, resume: bool = True,
-          meta: dict | None = None) -> TrainResult:
-    """Optimise ``field`` for ``cfg.steps`` steps, checkpointing to ``out_dir/checkpoint.pt``."""
+          meta: dict | None = None, stop_at: int | None = None) -> TrainResult:
+    """Optimise ``field`` for ``cfg.steps`` steps, checkpointing to ``out_dir/checkpoint.pt``.
+
+    ``stop_at``: leave after that many steps with a checkpoint written (a later call resumes from it);
+    schedules still follow ``cfg.steps``.
+    """
     out_dir = Path(out_dir)
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(cfg, field)
     start, ckpt_path = 0, out_dir / CHECKPOINT_NAME
     cfg_json = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if ckpt["config"] == cfg_json:
             _match_grids(field, ckpt["meta"].get("grid_resolutions", {}))
             field.load_state_dict(ckpt["field"])
@@ -145,7 +149,8 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
             log.warning("ignoring %s: it was written with another recon config", ckpt_path)
     upsample_step = _upsample_step(cfg)
     t0, psnrs, terms = time.time(), [], {}
-    bar = progress(range(start, cfg.steps), total=cfg.steps, desc=f"recon {cfg.method}", initial=start)
+    end = cfg.steps if stop_at is None else max(start, min(cfg.steps, int(stop_at)))
+    bar = progress(range(start, end), total=cfg.steps, desc=f"recon {cfg.method}", initial=start)
     for step in bar:
         if step == upsample_step:
             field.sdf_grid.resample(cfg.neus.grid_resolution)
@@ -166,17 +171,18 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
         optimizer.step()
         psnrs = (psnrs + [L.psnr(out.rgb, batch.rgb)])[-50:]
         if step % 10 == 0:
-            live = {"loss": f"{float(loss):.4f}", "psnr": f"{sum(psnrs) / len(psnrs):.2f}"}
+            live = {"loss": f"{float(loss.detach()):.4f}", "psnr": f"{sum(psnrs) / len(psnrs):.2f}"}
             if cfg.method == "neus":
-                live["inv_s"] = f"{float(field.inv_s()):.0f}"
+                live["inv_s"] = f"{float(field.inv_s().detach()):.0f}"
             bar.set_postfix(live)
         done = step + 1
-        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+        periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
+        if done < cfg.steps and (periodic or done == end):
             meta_now = {**(meta or {}), "grid_resolutions": _grid_resolutions(field)}
             atomic_write_bytes(ckpt_path, _checkpoint_bytes(done, field, optimizer, generator, cfg, meta_now))
     bar.close()
-    return TrainResult(cfg.steps, time.time() - t0, sum(psnrs) / max(1, len(psnrs)),
-                       {k: float(v) for k, v in terms.items()}, start)
+    return TrainResult(end, time.time() - t0, sum(psnrs) / max(1, len(psnrs)),
+                       {k: float(v.detach()) for k, v in terms.items()}, start)
 
 
 def _upsample_step(cfg: ReconConfig) -> int:

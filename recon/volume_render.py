@@ -111,7 +111,7 @@ def neus_samples(field, rays: RayBatch, n_samples: int, n_importance: int, up_sa
 
 def render_neus(field, rays: RayBatch, n_samples: int, n_importance: int, up_sample_steps: int, *,
                 cos_anneal: float = 1.0, generator: torch.Generator | None = None, background: float = 1.0,
-                up_sample_growth: float = 2.0, early_stop_eps: float = 1e-4, sdf_band: float = 12.0) -> RenderOutput:
+                up_sample_growth: float = 2.0, early_stop_eps: float = 1e-5, sdf_band: float = 12.0) -> RenderOutput:
     """Render a NeuS field: samples -> SDF, gradient -> NeuS alpha -> nerfacc weights -> rgb, opacity, depth.
 
     A no-grad pass over all samples finds those that can matter: visible (transmittance above
@@ -128,10 +128,13 @@ def render_neus(field, rays: RayBatch, n_samples: int, n_importance: int, up_sam
     points = (rays.origins[:, None, :] + mid[..., None] * rays.dirs[:, None, :]).reshape(-1, 3)
     inv_s = field.inv_s()
     with torch.no_grad():
-        sdf, grad, _ = field.geometry(points)
-        alpha = neus_alpha(sdf, (dirs * grad).sum(-1), dists.reshape(-1), inv_s, cos_anneal)
-        alpha = (alpha * (dists.reshape(-1) > 0)).reshape(t.shape)
-        visible = render_visibility_from_alpha(alpha, early_stop_eps=early_stop_eps).reshape(-1)
+        # Opacity estimated from the SDF at consecutive samples alone (NeuS's discrete alpha, no gradient
+        # needed); it only decides which samples are visible, so it errs towards keeping them (small eps).
+        sdf = field.sdf(points)
+        cdf = torch.sigmoid(sdf.reshape(t.shape) * inv_s)  # [n_rays, s]
+        alpha_est = ((cdf[:, :-1] - cdf[:, 1:]) / cdf[:, :-1].clamp_min(1e-6)).clamp(0.0, 1.0)
+        alpha_est = torch.cat([alpha_est, torch.zeros_like(alpha_est[:, :1])], dim=-1)
+        visible = render_visibility_from_alpha(alpha_est, early_stop_eps=early_stop_eps).reshape(-1)
         active = visible & (sdf.abs() * inv_s < sdf_band) & (dists.reshape(-1) > 0)
     idx = torch.nonzero(active).squeeze(1)
     sdf, grad, feature = field.geometry(points[idx])
@@ -182,3 +185,20 @@ def render_voxel(field, rays: RayBatch, step_size: float, *, generator: torch.Ge
     depth = accumulate_along_rays(weights, t[..., None]).squeeze(-1) + (1.0 - opacity) * rays.far
     rgb = rgb + background * (1.0 - opacity[:, None])
     return RenderOutput(rgb, opacity, depth, weights, None, sel_points.detach(), int(visible.sum()))
+
+
+@torch.no_grad()
+def surface_density(field, rays: RayBatch, step_size: float) -> float:
+    """Median density where the rendered transmittance of (foreground) rays crosses 0.5: the level at which a
+    density field's iso-surface sits where its renders put the surface (the voxel NeRF's meshing level)."""
+    n_steps = max(1, int(math.ceil(float((rays.far - rays.near).max()) / step_size)))
+    t = stratified_t(rays.near, rays.near + n_steps * step_size, n_steps, None)  # [n_rays, n_steps]
+    points = rays.origins[:, None, :] + t[..., None] * rays.dirs[:, None, :]
+    sigma = field.density(points.reshape(-1, 3)).reshape(t.shape) * (t < rays.far[:, None])
+    depth = (sigma * step_size).cumsum(dim=-1)  # optical depth up to each sample
+    crossed = depth >= math.log(2.0)
+    hit = crossed.any(dim=-1)
+    if not hit.any():
+        return float("nan")
+    first = crossed.float().argmax(dim=-1)[hit]  # first sample at or past half transmittance
+    return float(sigma[hit].gather(1, first[:, None]).median())

@@ -79,3 +79,24 @@ def test_empty_masks_give_a_clear_error():
     cam = camera_from_spherical(0.0, 0.0, 2.0, width=8)
     with pytest.raises(InputError, match="silhouettes do not overlap"):
         carve_hull(Views([View(np.zeros((8, 8, 4), np.float32), cam)]), resolution=8)
+
+
+def test_tolerance_keeps_what_a_few_views_miss(sphere_views):
+    """Two of 36 views lose the sphere's top half (as an imperfect generated view might): the strict hull
+    loses it too, a hull that lets 2/36 of the views disagree does not; tolerance 0 is the plain min."""
+    sphere, views = sphere_views
+    damaged = []
+    for i, v in enumerate(views):
+        rgba = v.rgba.copy()
+        if i in (3, 20):
+            rgba[: rgba.shape[0] // 2, :, 3] = 0.0
+        damaged.append(View(rgba, v.camera, v.name))
+    damaged = Views(damaged)
+    strict = carve_hull(damaged, resolution=48)
+    tolerant = carve_hull(damaged, resolution=48, tolerance=2.5 / 36)
+    exact = carve_hull(views, resolution=48)
+    assert strict.mesh.vertices[:, 2].max() < 0.15  # the top is carved away
+    assert tolerant.mesh.vertices[:, 2].max() == pytest.approx(exact.mesh.vertices[:, 2].max(), abs=0.03)
+    assert np.array_equal(carve_hull(views, resolution=48, tolerance=0.01).occupancy, exact.occupancy)
+    with pytest.raises(InputError, match="hull_tolerance"):
+        carve_hull(views, resolution=16, tolerance=1.0)

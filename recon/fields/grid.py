@@ -14,6 +14,25 @@ from torch import nn
 _CORNERS = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
 
 
+def _gather(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """values [M, C] at integer idx [...] -> [..., C]. index_select's backward (index_add_) is deterministic
+    on CPU, unlike advanced indexing's (a threaded scatter-add), which keeps seeded runs bit-identical."""
+    return values.index_select(0, idx.reshape(-1)).reshape(*idx.shape, values.shape[1])
+
+
+def _corner_weights(f: torch.Tensor) -> torch.Tensor:
+    """Trilinear weights [N, 8] of the corners in ``_CORNERS`` order from fractional offsets f [N, 3]."""
+    wx, wy, wz = (torch.stack([1 - f[:, k], f[:, k]], dim=-1) for k in range(3))  # [N, 2] each
+    return (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(-1, 8)
+
+
+def _cell(u: torch.Tensor, r: int, lo: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat index [N] of each point's lower cell corner (clamped to [lo, r - 2 - lo]) and its offsets f [N, 3]."""
+    base = u.detach().floor().clamp(lo, r - 2 - lo)
+    i = base.long()
+    return (i[:, 0] * r + i[:, 1]) * r + i[:, 2], u - base
+
+
 def trilinear(values: torch.Tensor, resolution: int, u: torch.Tensor, with_grad: bool = False):
     """Interpolate a grid at continuous voxel coordinates.
 
@@ -25,19 +44,15 @@ def trilinear(values: torch.Tensor, resolution: int, u: torch.Tensor, with_grad:
     n = u.shape[0]
     assert values.dim() == 2 and values.shape[0] == r**3, f"values must be [R^3, C], got {tuple(values.shape)}"
     assert u.shape == (n, 3), f"u must be [N, 3], got {tuple(u.shape)}"
-    u = u.clamp(0.0, r - 1.0)
-    base = u.detach().floor().clamp(max=r - 2)
-    f = u - base  # [N, 3]
-    i = base.long()
-    flat = (i[:, 0] * r + i[:, 1]) * r + i[:, 2]  # [N]
+    flat, f = _cell(u.clamp(0.0, r - 1.0), r, 0)
     offsets = torch.tensor([(a * r + b) * r + c for a, b, c in _CORNERS], device=u.device)
-    corner_values = values[flat[:, None] + offsets]  # [N, 8, C]
-    c = torch.tensor(_CORNERS, dtype=u.dtype, device=u.device)  # [8, 3]
-    lerp = c * f[:, None, :] + (1 - c) * (1 - f[:, None, :])  # [N, 8, 3] per-axis weights
-    w = lerp.prod(dim=-1)  # [N, 8]
+    corner_values = _gather(values, flat[:, None] + offsets)  # [N, 8, C]
+    w = _corner_weights(f)  # [N, 8]
     out = (corner_values * w[..., None]).sum(dim=1)  # [N, C]
     if not with_grad:
         return out
+    c = torch.tensor(_CORNERS, dtype=u.dtype, device=u.device)  # [8, 3]
+    lerp = c * f[:, None, :] + (1 - c) * (1 - f[:, None, :])  # [N, 8, 3] per-axis weights
     sign = 2 * c - 1  # d lerp / d f per axis: +1 for the upper corner, -1 for the lower
     grads = []
     for axis in range(3):
@@ -45,6 +60,23 @@ def trilinear(values: torch.Tensor, resolution: int, u: torch.Tensor, with_grad:
         dw = sign[:, axis] * lerp[..., others[0]] * lerp[..., others[1]]  # [N, 8]
         grads.append((corner_values * dw[..., None]).sum(dim=1))  # [N, C]
     return out, torch.stack(grads, dim=-1)  # [N, C], [N, C, 3]
+
+
+def trilinear_central_differences(values: torch.Tensor, resolution: int, u: torch.Tensor):
+    """A one-channel grid [R^3, 1] at u [N, 3] and its central differences over +-1 voxel [N, 3] (per voxel).
+
+    The seven lookups (centre and +-1 voxel per axis) share the same fractional offsets, so the weights
+    are computed once and the corners gathered in one go. Points are kept one voxel inside the grid.
+    """
+    r = resolution
+    assert values.dim() == 2 and values.shape == (r**3, 1), f"values must be [R^3, 1], got {tuple(values.shape)}"
+    flat, f = _cell(u.clamp(1.0, r - 2.0), r, 1)
+    corners = torch.tensor([(a * r + b) * r + c for a, b, c in _CORNERS], device=u.device)  # [8]
+    shifts = torch.tensor([0, r * r, r, 1, -r * r, -r, -1], device=u.device)  # centre, +x, +y, +z, -x, -y, -z
+    idx = flat[:, None, None] + shifts[None, :, None] + corners[None, None, :]  # [N, 7, 8]
+    v = _gather(values, idx)[..., 0]  # [N, 7, 8]
+    s = (v * _corner_weights(f)[:, None, :]).sum(dim=-1)  # [N, 7]
+    return s[:, 0], 0.5 * (s[:, 1:4] - s[:, 4:7])
 
 
 class DenseGrid(nn.Module):
@@ -85,9 +117,14 @@ class DenseGrid(nn.Module):
         out, grad = trilinear(self.values, self.resolution, self.to_voxel(x), with_grad=True)
         return out, grad / self.voxel_size
 
+    def value_and_central_differences(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-channel grids: value [N] and central-difference gradient [N, 3] in world units."""
+        value, diff = trilinear_central_differences(self.values, self.resolution, self.to_voxel(x))
+        return value, diff / self.voxel_size
+
     def gather(self, flat: torch.Tensor) -> torch.Tensor:
         """Values [..., C] at flat vertex indices."""
-        return self.values[flat]
+        return _gather(self.values, flat)
 
     def volume(self) -> torch.Tensor:
         """The values as [C, R, R, R] (x, y, z order)."""

@@ -105,12 +105,7 @@ class NeuSField(nn.Module):
     def _sdf_numerical_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sdf [N] and central differences over +-1 voxel [N, 3]: smooth across voxel faces, unlike the
         piecewise gradient of the trilinear interpolant (Neuralangelo's numerical gradients)."""
-        n = x.shape[0]
-        h = self.sdf_grid.voxel_size  # [3]
-        offsets = torch.cat([torch.zeros(1, 3, device=x.device), torch.diag(h), -torch.diag(h)])  # [7, 3]
-        values = self.sdf_grid((x[:, None, :] + offsets).reshape(-1, 3))[:, 0].reshape(n, 7)
-        grad = (values[:, 1:4] - values[:, 4:7]) / (2.0 * h)
-        return values[:, 0], grad
+        return self.sdf_grid.value_and_central_differences(x)
 
     def feature(self, x: torch.Tensor) -> torch.Tensor:
         """Colour feature [N, F] at world points [N, 3]."""

@@ -30,6 +30,8 @@ class VoxelNeRF(nn.Module):
         self.color_mlp = None
         if cfg.view_dependent:
             self.color_mlp = nn.Sequential(nn.Linear(channels + 3, 32), nn.ReLU(), nn.Linear(32, 3))
+        # Meshing level measured after training (volume_render.surface_density); 0 = not measured.
+        self.register_buffer("surface_level", torch.tensor(0.0))
         self.bound = None
         if bound_sdf is not None:
             self.bound = DenseGrid(bound_resolution, 1, aabb_min, aabb_max, bound_sdf, trainable=False)
@@ -63,5 +65,8 @@ class VoxelNeRF(nn.Module):
         return self.color(x, dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-6))
 
     def auto_threshold(self) -> float:
-        """Default meshing level: the density that makes one voxel half opaque (ln 2 / voxel size)."""
+        """Default meshing level: the density at which training renders cross half transmittance (measured
+        after training), else the density that makes one voxel half opaque (ln 2 / voxel size)."""
+        if float(self.surface_level) > 0:
+            return float(self.surface_level)
         return float(math.log(2.0) / self.density_grid.voxel_size.mean())
