@@ -163,7 +163,10 @@ def hull_signed_distance(hull: HullResult, points: torch.Tensor, band_voxels: fl
     carved grid's distance transform further out (cheap, and only a starting point there).
 
     The distance transform alone puts the zero level on a voxel staircase (half a hull voxel off), which
-    an optimiser would first have to undo; open3d's exact distance is used within ``band_voxels``.
+    an optimiser would first have to undo; open3d's exact distance is used within ``band_voxels``. Its
+    magnitude only: the sign comes from the soft hull itself (open3d's ray-parity sign was measured wrong
+    inside half of the cow's thin legs), and where the mesh lacks a part (a dropped small component) the
+    grid's distance stays.
     """
     import open3d as o3d
 
@@ -174,9 +177,20 @@ def hull_signed_distance(hull: HullResult, points: torch.Tensor, band_voxels: fl
         scene.add_triangles(o3d.core.Tensor(np.asarray(hull.mesh.vertices, dtype=np.float32)),
                             o3d.core.Tensor(np.asarray(hull.mesh.faces, dtype=np.uint32)))
         query = o3d.core.Tensor(points[band].cpu().numpy().astype(np.float32))
-        exact = torch.from_numpy(scene.compute_signed_distance(query).numpy()).to(sdf)
-        sdf[band] = exact
+        unsigned = torch.from_numpy(scene.compute_distance(query).numpy()).to(sdf)
+        inside = soft_hull_at(hull, points[band]) >= 0.5
+        exact = torch.where(inside, -unsigned, unsigned)
+        trusted = unsigned <= sdf[band].abs() + hull.voxel_size
+        sdf[band] = torch.where(trusted, exact, sdf[band])
     return sdf
+
+
+def soft_hull_at(hull: HullResult, points: torch.Tensor) -> torch.Tensor:
+    """The soft hull (min of the views' alpha, whose 0.5 level is the hull mesh) at ``points`` [N, 3], trilinear."""
+    grid = torch.as_tensor(hull.soft, dtype=points.dtype, device=points.device)[None, None]
+    coords = (points / hull.bounds).flip(-1).reshape(1, -1, 1, 1, 3)  # grid_sample wants (z, y, x) order
+    return torch.nn.functional.grid_sample(grid, coords, mode="bilinear", padding_mode="zeros",
+                                           align_corners=True).reshape(-1)
 
 
 def _grid_positions(lo, hi, resolution: int) -> torch.Tensor:
