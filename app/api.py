@@ -197,7 +197,7 @@ def _report_dir(out, label: str) -> Path:
 
 def eval_nvs(objects_dir, config: str | None = None, overrides=(), out=None, *, layout: str = "syncdreamer16",
              elevation: float = 30.0, input_index: int = 0, up: str = "y", objects=(), model=None,
-             quiet: bool = False) -> str:
+             size: int = 256, quiet: bool = False) -> str:
     """`img2mesh eval nvs`: novel-view PSNR/SSIM/LPIPS on ground-truth meshes; returns the summary table."""
     from .evaluation.nvs import METRICS, NVSConfig, evaluate_nvs
     from .evaluation.report import table
@@ -205,7 +205,8 @@ def eval_nvs(objects_dir, config: str | None = None, overrides=(), out=None, *, 
 
     set_quiet(quiet)
     cfg = load_config(config or "default", overrides)
-    nvs = NVSConfig(layout=layout, elevation=elevation, input_index=input_index, up=up, objects=list(objects))
+    nvs = NVSConfig(layout=layout, elevation=elevation, input_index=input_index, up=up, objects=list(objects),
+                    size=size)
     out = _report_dir(out, "eval-nvs")
     results, note = evaluate_nvs(Path(objects_dir), nvs, cfg.diffusion, out, model=model, seed=cfg.seed,
                                  device=resolve_device(cfg.device))

@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--layout", default="syncdreamer16", help="syncdreamer16 (default), ringN, or a cameras JSON")
     q.add_argument("--elevation", type=float, default=30.0, help="ringN elevation (default 30)")
     q.add_argument("--input-index", type=int, default=0, help="which layout view is the input (default 0)")
+    q.add_argument("--size", type=int, default=256, help="image size in px (default 256, Zero-1-to-3's)")
     q.add_argument("--up", choices=("y", "z"), default="y", help="up axis of the mesh files (default y)")
     q.add_argument("--model", help="Zero-1-to-3 weights (hub id, folder or .ckpt)")
     _common(q, out_help="report folder to create", resume=False)
@@ -228,7 +229,7 @@ def cmd_eval(args) -> int:
     if args.eval_command == "nvs":
         overrides = [*args.overrides, *([f"diffusion.model={args.model}"] if args.model else [])]
         print(eval_nvs(args.objects, config=args.config, overrides=overrides, out=args.out, layout=args.layout,
-                       elevation=args.elevation, input_index=args.input_index, up=args.up, objects=args.only,
+                       elevation=args.elevation, input_index=args.input_index, up=args.up, objects=args.only, size=args.size,
                        quiet=args.quiet))
     else:
         print(eval_consistency(args.views_dir, config=args.config, overrides=args.overrides, out=args.out,
@@ -251,7 +252,13 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes trailing positionals only right after the first one (`eval consistency DIR --out X k=v`
+    # would leave k=v over): collect key=value leftovers as overrides, refuse anything else.
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.quiet, args.verbose)
     from img2mesh.data.progress import set_quiet
 

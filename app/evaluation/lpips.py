@@ -122,7 +122,7 @@ def find_lpips() -> tuple[LPIPS | None, str]:
     lin = next((d / LIN_FILE for d in dirs if (d / LIN_FILE).is_file()), None)
     if vgg is None or lin is None:
         return None, (f"LPIPS skipped: put {VGG_FILE} (torchvision VGG-16) and {LIN_FILE} (lpips v0.1) in "
-                      f"$IMG2MESH_LPIPS_DIR or {dirs[1]}")
+                      f"$IMG2MESH_LPIPS_DIR or {Path(torch.hub.get_dir()) / 'checkpoints'}")
     try:
         return LPIPS.from_files(vgg, lin), f"LPIPS (VGG) from {vgg.parent}"
     except (ValueError, RuntimeError, OSError) as e:
