@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred-up", choices=("y", "z"), help="up axis of PRED (default: y for GLB, z otherwise)")
     p.add_argument("--gt-up", choices=("y", "z"), help="up axis of GT (default: y for GLB, z otherwise)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--normalize-pred", action="store_true",
+                   help="normalise PRED by its own bounding box too (single-image reconstructions)")
     _common(p, config=False, out_help="also write metrics.json into this folder")
 
     p = sub.add_parser("eval", help="evaluation: `eval nvs` (against ground truth), `eval consistency`")
@@ -212,7 +214,8 @@ def cmd_metrics(args) -> int:
     from img2mesh.data.io import atomic_write_text
     from img2mesh.recon import load_mesh, mesh_metrics
 
-    scores = mesh_metrics(load_mesh(args.pred, up=args.pred_up), load_mesh(args.gt, up=args.gt_up))
+    scores = mesh_metrics(load_mesh(args.pred, up=args.pred_up), load_mesh(args.gt, up=args.gt_up),
+                          normalize_pred=args.normalize_pred)
     if args.json:
         print(json.dumps(scores, indent=2))
     else:

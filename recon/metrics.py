@@ -81,8 +81,12 @@ def mesh_metrics(
     iou_resolution: int = 64,
     iou_bounds: float = 1.0,
     occupancy_rays: int = 7,
+    normalize_pred: bool = False,
 ) -> dict[str, float]:
     """Chamfer, F-score and volume IoU of ``pred`` against ``gt`` (see the module docstring).
+
+    ``normalize_pred``: map ``pred`` by its *own* box normalisation (single-image reconstructions, whose
+    scale and centre follow the input's cropping, as SyncDreamer normalises both meshes); else by the GT's.
 
     Returns ``{"chamfer", "fscore", "iou", "precision", "recall"}`` as floats."""
     for name, mesh in (("predicted", pred), ("ground-truth", gt)):
@@ -90,7 +94,8 @@ def mesh_metrics(
             raise InputError(f"the {name} mesh has no faces")
     centre, scale = gt_normalization(gt)
     # Geometry only (visuals are irrelevant here), mapped by the GT's normalisation.
-    pred_n = trimesh.Trimesh((np.asarray(pred.vertices) - centre) * scale, pred.faces, process=False)
+    p_centre, p_scale = gt_normalization(pred) if normalize_pred else (centre, scale)
+    pred_n = trimesh.Trimesh((np.asarray(pred.vertices) - p_centre) * p_scale, pred.faces, process=False)
     gt_n = trimesh.Trimesh((np.asarray(gt.vertices) - centre) * scale, gt.faces, process=False)
 
     # One seed for both: identical meshes give identical samples, hence exactly 0 / 1 / 1.

@@ -57,3 +57,13 @@ def test_occupancy_tolerates_holes():
 def test_empty_mesh_is_an_input_error():
     with pytest.raises(InputError, match="no faces"):
         mesh_metrics(trimesh.Trimesh(), sphere(0.5))
+
+
+def test_normalize_pred_ignores_the_predictions_scale_and_place():
+    gt = sphere(0.5)
+    pred = sphere(0.5)
+    pred.apply_scale(1.7)
+    pred.apply_translation([0.4, 0.0, -0.2])
+    assert mesh_metrics(pred, gt, n_points=20000)["iou"] < 0.3
+    aligned = mesh_metrics(pred, gt, n_points=20000, normalize_pred=True)
+    assert aligned["iou"] > 0.97 and aligned["chamfer"] < 0.004
