@@ -23,7 +23,7 @@ def _torch_determinism():
     import torch
 
     torch.manual_seed(0)
-    # One thread per test process: `pytest -n 2` already keeps both cores busy, and oversubscribed threads
-    # make the tiny-model tests many times slower.
+    # One thread per test process: `pytest -n 2` already keeps both cores busy, and on a busy 2-core machine
+    # OpenMP barriers make each small op of the tiny models cost milliseconds (measured 20-70x slower).
     torch.set_num_threads(1)
     yield

@@ -151,16 +151,6 @@ def same_outputs(a, b):
     assert torch.equal(a.decode(latents), b.decode(latents)), "VAE decodings differ"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread. With 2 threads on a busy 2-core machine, OpenMP barriers make each small op
-    cost milliseconds (measured 20-70x slower); results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return build_random_zero123("tiny", seed=5)

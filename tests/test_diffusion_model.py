@@ -12,16 +12,6 @@ from img2mesh.diffusion.ccprojection import load_cc_projection
 from img2mesh.diffusion.zero123 import pose_vectors
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread. With 2 threads on a busy 2-core machine, OpenMP barriers make each small op
-    cost milliseconds (measured 20-70x slower); results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return build_random_zero123("tiny", seed=0)

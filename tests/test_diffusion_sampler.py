@@ -17,16 +17,6 @@ from img2mesh.diffusion.zero123 import pose_vectors
 STEPS = 4  # the reference's S = 4 executes t = 501, 251, 1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread. With 2 threads on a busy 2-core machine, OpenMP barriers make each small op
-    cost milliseconds (measured 20-70x slower); results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model():
     return build_random_zero123("tiny", seed=0)
