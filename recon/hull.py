@@ -47,16 +47,24 @@ class HullResult:
         """Signed distance [N] (positive outside, world units) at ``points`` [N, 3], trilinear in the grid;
         beyond the carved cube the distance to the cube is added. Accurate to about one voxel (it is
         the distance transform of the node occupancy), enough to initialise an SDF and bound samples."""
+        inside = self._sample("sdf_grid", points, padding="border")
+        beyond = (points.abs() - self.bounds).clamp(min=0).norm(dim=-1)
+        return inside + beyond
+
+    def soft_at(self, points: torch.Tensor) -> torch.Tensor:
+        """The soft hull [N] at ``points`` [N, 3], trilinear: its 0.5 level is the hull mesh (0 beyond the cube)."""
+        return self._sample("soft", points, padding="zeros")
+
+    def _sample(self, name: str, points: torch.Tensor, padding: str) -> torch.Tensor:
+        """Trilinear sample of the node grid ``name`` (an [R, R, R] attribute) at ``points`` [N, 3]."""
         assert points.ndim == 2 and points.shape[1] == 3, f"points must be [N, 3], got {tuple(points.shape)}"
-        key = (points.device, points.dtype)
+        key = (name, points.device, points.dtype)
         if key not in self._cache:
-            self._cache[key] = torch.as_tensor(self.sdf_grid, device=points.device, dtype=points.dtype)[None, None]
+            self._cache[key] = torch.as_tensor(getattr(self, name), device=points.device, dtype=points.dtype)[None, None]
         grid = self._cache[key]  # [1, 1, X, Y, Z]
         # grid_sample's (x, y, z) index (W, H, D) = our (iz, iy, ix).
         coords = (points / self.bounds).flip(-1).reshape(1, -1, 1, 1, 3)
-        inside = F.grid_sample(grid, coords, mode="bilinear", padding_mode="border", align_corners=True).reshape(-1)
-        beyond = (points.abs() - self.bounds).clamp(min=0).norm(dim=-1)
-        return inside + beyond
+        return F.grid_sample(grid, coords, mode="bilinear", padding_mode=padding, align_corners=True).reshape(-1)
 
 
 @dataclass

@@ -178,19 +178,11 @@ def hull_signed_distance(hull: HullResult, points: torch.Tensor, band_voxels: fl
                             o3d.core.Tensor(np.asarray(hull.mesh.faces, dtype=np.uint32)))
         query = o3d.core.Tensor(points[band].cpu().numpy().astype(np.float32))
         unsigned = torch.from_numpy(scene.compute_distance(query).numpy()).to(sdf)
-        inside = soft_hull_at(hull, points[band]) >= 0.5
+        inside = hull.soft_at(points[band]) >= 0.5
         exact = torch.where(inside, -unsigned, unsigned)
         trusted = unsigned <= sdf[band].abs() + hull.voxel_size
         sdf[band] = torch.where(trusted, exact, sdf[band])
     return sdf
-
-
-def soft_hull_at(hull: HullResult, points: torch.Tensor) -> torch.Tensor:
-    """The soft hull (min of the views' alpha, whose 0.5 level is the hull mesh) at ``points`` [N, 3], trilinear."""
-    grid = torch.as_tensor(hull.soft, dtype=points.dtype, device=points.device)[None, None]
-    coords = (points / hull.bounds).flip(-1).reshape(1, -1, 1, 1, 3)  # grid_sample wants (z, y, x) order
-    return torch.nn.functional.grid_sample(grid, coords, mode="bilinear", padding_mode="zeros",
-                                           align_corners=True).reshape(-1)
 
 
 def _grid_positions(lo, hi, resolution: int) -> torch.Tensor:
