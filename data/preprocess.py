@@ -14,6 +14,7 @@ from PIL import Image
 from .cameras import Camera
 from .config import DataConfig
 from .errors import InputError
+from .views import on_white
 
 ALPHA_THRESHOLD = 127
 
@@ -27,8 +28,7 @@ class PreparedInput:
 
     @property
     def rgb_on_white(self) -> np.ndarray:  # [size, size, 3] float32
-        a = self.rgba[..., 3:]
-        return self.rgba[..., :3] * a + (1.0 - a)
+        return on_white(self.rgba)
 
 
 def foreground_box(alpha: np.ndarray, threshold: int = ALPHA_THRESHOLD) -> tuple[int, int, int, int]:
@@ -47,8 +47,8 @@ def recentre(rgb: np.ndarray, alpha: np.ndarray, size: int = 256, foreground_rat
         raise InputError(f"foreground_ratio must be in (0, 1], got {foreground_ratio}")
     x0, y0, x1, y1 = foreground_box(alpha)
     a = alpha.astype(np.float32)[..., None] / 255.0
-    on_white = rgb.astype(np.float32) * a + 255.0 * (1.0 - a)
-    crop = np.concatenate([on_white, alpha.astype(np.float32)[..., None]], axis=-1)[y0:y1, x0:x1]
+    composited = rgb.astype(np.float32) * a + 255.0 * (1.0 - a)
+    crop = np.concatenate([composited, alpha.astype(np.float32)[..., None]], axis=-1)[y0:y1, x0:x1]
     h, w = crop.shape[:2]
     target = max(1, round(foreground_ratio * size))
     scale = target / max(h, w)

@@ -29,6 +29,12 @@ from .io import atomic_write_bytes, atomic_write_text, png_bytes
 TRANSFORMS_NAMES = ("transforms.json", "transforms_train.json")
 
 
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """Straight-alpha RGBA [..., 4] float in [0, 1] -> RGB [..., 3] composited onto a white background."""
+    a = rgba[..., 3:]
+    return rgba[..., :3] * a + (1.0 - a)
+
+
 @dataclass
 class View:
     """One posed image."""
@@ -50,8 +56,7 @@ class View:
 
     @property
     def rgb_on_white(self) -> np.ndarray:  # [H, W, 3] float32, composited onto a white background
-        a = self.rgba[..., 3:]
-        return self.rgba[..., :3] * a + (1.0 - a)
+        return on_white(self.rgba)
 
 
 @dataclass

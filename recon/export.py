@@ -20,7 +20,7 @@ import trimesh
 from img2mesh.data.cameras import DEFAULT_FOV_X, Camera, look_at, spherical_to_position
 from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_path, atomic_write_bytes, png_bytes
-from img2mesh.data.views import View, Views
+from img2mesh.data.views import View, Views, on_white
 
 from .mesh_io import Z_UP_TO_Y_UP
 from .mesh_render import MeshRender, render_mesh
@@ -115,7 +115,7 @@ def _on_white(images) -> list[np.ndarray]:
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=-1)
         if img.shape[-1] == 4:
-            img = img[..., :3] * img[..., 3:] + (1.0 - img[..., 3:])
+            img = on_white(img)
         out.append((np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
     return out
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_text
-from img2mesh.data.views import Views
+from img2mesh.data.views import Views, on_white
 from img2mesh.recon import views_grid
 from img2mesh.recon.config import ReconConfig
 from img2mesh.recon.field_render import render_field
@@ -32,11 +32,6 @@ class ConsistencyReport:
 
     def to_json(self) -> str:
         return json.dumps({"score": self.score, "splits": self.splits}, indent=2)
-
-
-def on_white(rgba: np.ndarray) -> np.ndarray:
-    a = rgba[..., 3:]
-    return rgba[..., :3] * a + (1.0 - a)
 
 
 def fit_and_score(views: Views, fit: list[int], test: list[int], cfg: ReconConfig, out_dir: Path, seed: int,
