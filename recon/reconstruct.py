@@ -138,6 +138,7 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
     bound_res = min(cfg.hull_resolution, 128)
     bound_pos = _grid_positions(lo, hi, bound_res)
     bound_sdf = hull.hull_sdf(bound_pos)
+    bound_margin = bound_margin_for(hull)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if cfg.method == "neus":
@@ -146,7 +147,7 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
             if n.sdf == "grid" and n.grid_init == "hull":
                 init = hull_signed_distance(hull, _grid_positions(lo, hi, n.grid_coarse_resolution or n.grid_resolution))
             return NeuSField(n, center, radius, lo, hi, sdf_init=init, bound_sdf=bound_sdf,
-                             bound_resolution=bound_res, device=device).to(device)
+                             bound_resolution=bound_res, bound_margin=bound_margin, device=device).to(device)
         if cfg.method == "voxel":
             v = cfg.voxel
             init = None
@@ -154,8 +155,14 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
                 sdf = hull_signed_distance(hull, _grid_positions(lo, hi, v.resolution))
                 voxel = float((hi - lo).max()) / (v.resolution - 1)
                 init = v.init_density * (-sdf / voxel).clamp(-1.0, 1.0)  # +d inside, -d outside, a 2-voxel ramp
-            return VoxelNeRF(v, lo, hi, density_init=init, bound_sdf=bound_sdf, bound_resolution=bound_res).to(device)
+            return VoxelNeRF(v, lo, hi, density_init=init, bound_sdf=bound_sdf, bound_resolution=bound_res,
+                             bound_margin=bound_margin).to(device)
     raise InputError(f"unknown recon.method {cfg.method!r}: use one of {', '.join(METHODS)}")
+
+
+def bound_margin_for(hull: HullResult) -> float:
+    """How far a mesh may stand outside the hull: one hull voxel, the error of the hull's grid distance."""
+    return float(hull.voxel_size)
 
 
 def hull_signed_distance(hull: HullResult, points: torch.Tensor, band_voxels: float = 3.0) -> torch.Tensor:
@@ -219,7 +226,7 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
     stats["setup_seconds"] = round(time.time() - t0, 2)
     sampler = RaySampler(bank, cfg.rays_per_batch, cfg.foreground_fraction, cfg.patch_size, cfg.patches_per_batch)
     field_ = build_field(cfg, hull, box, device, seed)
-    meta = {"aabb_min": box[0].tolist(), "aabb_max": box[1].tolist()}
+    meta = {"aabb_min": box[0].tolist(), "aabb_max": box[1].tolist(), "bound_margin": bound_margin_for(hull)}
     trained = train(cfg, field_, sampler, out_dir, seed=seed, resume=resume, meta=meta, stop_at=max_steps)
     if cfg.method == "voxel":  # where the renders put the surface, for meshing at the matching density
         fg = sampler.fg_idx[torch.randperm(len(sampler.fg_idx), generator=torch.Generator().manual_seed(seed))[:8192]]
@@ -260,12 +267,14 @@ def load_field(path, device="cpu"):
     lo, hi = np.asarray(meta["aabb_min"], np.float32), np.asarray(meta["aabb_max"], np.float32)
     bound_res = round(state["bound.values"].shape[0] ** (1 / 3)) if "bound.values" in state else 0
     bound = state.get("bound.values")
+    margin = float(meta.get("bound_margin", 0.0))
     if method == "neus":
         ncfg = NeuSConfig(**cfg["neus"])
         f = NeuSField(ncfg, (lo + hi) / 2, float(np.linalg.norm(hi - lo) / 2), lo, hi, bound_sdf=bound,
-                      bound_resolution=bound_res, device=device)
+                      bound_resolution=bound_res, bound_margin=margin, device=device)
     elif method == "voxel":
-        f = VoxelNeRF(VoxelConfig(**cfg["voxel"]), lo, hi, bound_sdf=bound, bound_resolution=bound_res)
+        f = VoxelNeRF(VoxelConfig(**cfg["voxel"]), lo, hi, bound_sdf=bound, bound_resolution=bound_res,
+                      bound_margin=margin)
     else:
         raise InputError(f"{path} holds an unknown method {method!r}")
     modules = dict(f.named_modules())

