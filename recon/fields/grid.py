@@ -122,6 +122,28 @@ class DenseGrid(nn.Module):
         value, diff = trilinear_central_differences(self.values, self.resolution, self.to_voxel(x))
         return value, diff / self.voxel_size
 
+    def band_occupancy(self, occupancy) -> torch.Tensor | None:
+        """Occupancy [m, 4] at every vertex of the surface's band and at its +x, +y, +z neighbours, with
+        gradients into the grid (None when there is no surface).
+
+        ``occupancy``: raw one-channel values [...] -> occupancy in [0, 1] [...] (differentiable). The band
+        is every vertex whose occupancy differs from a +x/+y/+z neighbour's (found without gradients). All
+        of it, not a sample: with Adam every sampled vertex takes a full step, and sampling roughened a
+        sphere where the whole band shrinks it smoothly.
+        """
+        r = self.resolution
+        with torch.no_grad():
+            o = occupancy(self.values[:, 0]).reshape(r, r, r)
+            core = o[:-1, :-1, :-1]
+            change = ((o[1:, :-1, :-1] - core).abs() + (o[:-1, 1:, :-1] - core).abs()
+                      + (o[:-1, :-1, 1:] - core).abs())
+            ijk = torch.nonzero(change > 1e-3)
+        if len(ijk) == 0:
+            return None
+        flat = (ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2]
+        neighbours = torch.tensor([0, r * r, r, 1], device=flat.device)  # self, +x, +y, +z
+        return occupancy(self.gather(flat[:, None] + neighbours)[..., 0])
+
     def gather(self, flat: torch.Tensor) -> torch.Tensor:
         """Values [..., C] at flat vertex indices."""
         return _gather(self.values, flat)
