@@ -80,7 +80,10 @@ class VoxelConfig:
     init_density: float = 1.0  # hull init: grid value inside the hull (outside: -init_density)
     density_scale_init: float = 0.0  # d_scale at step 0 (SJC: 0); sigma = softplus(d * exp(d_scale) + shift)
     view_dependent: bool = False  # colour grid only (SJC); true adds a tiny MLP on (features, view dir)
-    grid_lr_scale: float = 1.0  # density-grid lr = lr * this (colour grid uses lr)
+    # The voxel grids' own lr (recon.lr is NeuS's, 5e-4 for its MLP): dense grids need steps ~20x larger.
+    # 0.01 with Adam is what bench_recon measured here; SJC's Adamax 0.05 drove an SDS loss, not views.
+    lr: float = 0.01
+    grid_lr_scale: float = 1.0  # density-grid lr = voxel.lr * this (colour grid: voxel.lr)
 
 
 @dataclass

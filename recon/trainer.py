@@ -52,22 +52,22 @@ def render_batch(cfg: ReconConfig, field, rays: RayBatch, step: int, generator) 
 
 
 def make_optimizer(cfg: ReconConfig, field) -> torch.optim.Optimizer:
-    """Geometry grids (SDF / density values) step at ``lr * grid_lr_scale``, everything else at ``lr``.
-    Each group keeps its unscheduled lr in 'base_lr'."""
-    scale = cfg.neus.grid_lr_scale if cfg.method == "neus" else cfg.voxel.grid_lr_scale
+    """Geometry grids (SDF / density values) step at ``lr * grid_lr_scale``, everything else at ``lr``
+    (``recon.lr`` for NeuS, ``recon.voxel.lr`` for the voxel NeRF). Each group keeps its unscheduled lr in
+    'base_lr'."""
+    lr, scale = (cfg.lr, cfg.neus.grid_lr_scale) if cfg.method == "neus" else (cfg.voxel.lr, cfg.voxel.grid_lr_scale)
     geometry, rest = [], []
     for name, p in field.named_parameters():
         (geometry if name in ("sdf_grid.values", "density_grid.values") else rest).append(p)
-    groups = [g for g in ({"params": geometry, "base_lr": cfg.lr * scale}, {"params": rest, "base_lr": cfg.lr})
-              if g["params"]]
+    groups = [g for g in ({"params": geometry, "base_lr": lr * scale}, {"params": rest, "base_lr": lr}) if g["params"]]
     for g in groups:
         g["lr"] = g["base_lr"]
     if cfg.optimizer == "adamw":  # the reference's AdamW; no weight decay (it would shrink grids to zero)
-        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
+        return torch.optim.Adam(groups, lr=lr)
     if cfg.optimizer == "adamax":
-        return torch.optim.Adamax(groups, lr=cfg.lr)
+        return torch.optim.Adamax(groups, lr=lr)
     raise ValueError(f"unknown recon.optimizer {cfg.optimizer!r}: use adamw, adam or adamax")
 
 

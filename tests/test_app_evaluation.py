@@ -64,7 +64,7 @@ def test_consistency_cli_is_deterministic_and_refuses_too_few_views(cow_views, t
     views = Views([View(v.rgba[::2, ::2].copy(), v.camera.resized(32, 32), v.name, v.is_input)
                    for v in cow_views if v.name in small])
     write_views(views, tmp_path / "views")
-    overrides = ["recon.method=voxel", "recon.steps=15", "recon.rays_per_batch=256", "recon.lr=0.05",
+    overrides = ["recon.method=voxel", "recon.steps=15", "recon.rays_per_batch=256", "recon.voxel.lr=0.05",
                  "recon.optimizer=adam", "recon.hull_resolution=32", "recon.voxel.resolution=32",
                  "recon.voxel.color_resolution=32", "recon.voxel.step_size=0.02", "recon.checkpoint_every=0"]
     scores = []

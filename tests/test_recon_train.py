@@ -10,6 +10,7 @@ from img2mesh.data.errors import InputError
 from img2mesh.data.views import View, Views
 from img2mesh.recon import MeshConfig
 from img2mesh.recon.config import LossConfig, NeuSConfig, ReconConfig, VoxelConfig
+from img2mesh.recon.fields.voxel import VoxelNeRF
 from img2mesh.recon.mesh_render import load_mesh, normalize_mesh, render_views
 from img2mesh.recon.metrics import mesh_metrics
 from img2mesh.recon.reconstruct import field_to_mesh, load_field, reconstruct
@@ -78,8 +79,8 @@ def test_hull_and_voxel_methods_go_through_reconstruct(suzanne, tmp_path):
     hull = reconstruct(ReconConfig(method="hull", hull_resolution=64), views, tmp_path / "hull")
     hull_mesh = field_to_mesh(load_field(hull.field_path), MeshConfig())
     assert mesh_metrics(hull_mesh, gt, n_points=20_000)["chamfer"] < 0.03
-    voxel = ReconConfig(method="voxel", steps=20, rays_per_batch=512, lr=0.05, hull_resolution=64,
-                        voxel=VoxelConfig(resolution=64, color_resolution=32, step_size=0.01,
+    voxel = ReconConfig(method="voxel", steps=20, rays_per_batch=512, hull_resolution=64,
+                        voxel=VoxelConfig(resolution=64, color_resolution=32, step_size=0.01, lr=0.05,
                                           density_scale_init=5.0, grid_lr_scale=0.2))
     result = reconstruct(voxel, views, tmp_path / "voxel")
     field = load_field(result.field_path)
@@ -117,3 +118,13 @@ def test_bad_views_give_clear_errors(tmp_path):
         load_field(tmp_path / "junk.pt")
     with pytest.raises(InputError, match="does not exist"):
         load_field(tmp_path / "missing.pt")
+
+
+def test_each_method_steps_at_its_own_learning_rate():
+    """recon.lr drives NeuS (the reference MLP's 5e-4 by default); the voxel grids use recon.voxel.lr."""
+    from img2mesh.recon.trainer import make_optimizer
+
+    cfg = ReconConfig(method="voxel", voxel=VoxelConfig(resolution=8, color_resolution=8, lr=0.02, grid_lr_scale=0.5))
+    field = VoxelNeRF(cfg.voxel, [-1.0] * 3, [1.0] * 3)
+    lrs = sorted(g["base_lr"] for g in make_optimizer(cfg, field).param_groups)
+    assert lrs == [0.01, 0.02] and ReconConfig().lr == 5e-4
