@@ -59,8 +59,9 @@ def test_killed_run_resumes_bit_identical(tiny_views, tmp_path):
     neus = dataclasses.replace(small_neus(1).neus, grid_resolution=32, color_grid_resolution=16)
     cfg = small_neus(8, checkpoint_every=3, rays_per_batch=256, patch_size=4, patches_per_batch=2, hull_resolution=32,
                      neus=neus, loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_eikonal=0.1, lambda_depth_smooth=0.1,
-                                     lambda_near_view=0.1, lambda_curvature=0.01))
+                                     lambda_near_view=0.1, lambda_curvature=0.01, lambda_area=0.01))
     whole = reconstruct(cfg, views, tmp_path / "whole", seed=3)
+    assert {"depth_smooth", "near_view", "curvature", "area"} <= set(whole.stats["losses"])
     part = reconstruct(cfg, views, tmp_path / "split", seed=3, max_steps=5)  # "killed" after step 5
     assert part.steps == 5 and (tmp_path / "split" / "checkpoint.pt").is_file()
     resumed = reconstruct(cfg, views, tmp_path / "split", seed=3)

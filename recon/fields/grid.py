@@ -127,9 +127,9 @@ class DenseGrid(nn.Module):
         gradients into the grid (None when there is no surface).
 
         ``occupancy``: raw one-channel values [...] -> occupancy in [0, 1] [...] (differentiable). The band
-        is every vertex whose occupancy differs from a +x/+y/+z neighbour's (found without gradients). All
-        of it, not a sample: with Adam every sampled vertex takes a full step, and sampling roughened a
-        sphere where the whole band shrinks it smoothly.
+        is every vertex whose occupancy differs by more than 0.01 from its +x/+y/+z neighbours (found without
+        gradients). All of it, not a sample: with Adam every sampled vertex takes a full step, and sampling
+        roughened a sphere where the whole band shrinks it smoothly.
         """
         r = self.resolution
         with torch.no_grad():
@@ -137,7 +137,7 @@ class DenseGrid(nn.Module):
             core = o[:-1, :-1, :-1]
             change = ((o[1:, :-1, :-1] - core).abs() + (o[:-1, 1:, :-1] - core).abs()
                       + (o[:-1, :-1, 1:] - core).abs())
-            ijk = torch.nonzero(change > 1e-3)
+            ijk = torch.nonzero(change > 1e-2)  # |sdf| < ~4 voxels for the NeuS occupancy
         if len(ijk) == 0:
             return None
         flat = (ijk[:, 0] * r + ijk[:, 1]) * r + ijk[:, 2]
