@@ -101,8 +101,9 @@ class LossConfig:
     emptiness_scale: float = 10.0  # SJC
     lambda_sparsity: float = 0.0  # mean opacity of rays off the mask (pushes floaters away)
     lambda_curvature: float = 0.0  # grid SDF only: squared Laplacian of the SDF near the surface (smooth shapes)
-    # Grid fields: area of the surface (world units^2), i.e. mean-curvature flow; unseen surfaces (an
-    # underside no camera sees) shrink to the smallest the silhouettes allow instead of the hull's cone.
+    # Grid SDF only: area of the zero level (world units^2), i.e. mean-curvature flow; unseen surfaces (an
+    # underside no camera sees) shrink towards the smallest the silhouettes allow instead of the hull's cone.
+    # (On the voxel NeRF it was measured harmful: spot Chamfer 0.00408 -> 0.00443 at 0.01.)
     lambda_area: float = 0.0
     # Schedules: loss name -> [start, full] as fractions of training; the weight ramps linearly from 0 at
     # `start` to lambda at `full` (a step function when equal). Names absent here are on from step 0.

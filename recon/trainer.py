@@ -90,7 +90,7 @@ def compute_losses(cfg: ReconConfig, field, batch: RayBatch, out: RenderOutput, 
         terms["emptiness"] = w["emptiness"] * L.emptiness_loss(out.weights, lc.emptiness_scale)
     if w["curvature"] and cfg.method == "neus" and cfg.neus.sdf == "grid" and out.surface_points is not None:
         terms["curvature"] = w["curvature"] * field.curvature_loss(out.surface_points)
-    if w["area"] and (cfg.method == "voxel" or cfg.neus.sdf == "grid"):
+    if w["area"] and cfg.method == "neus" and cfg.neus.sdf == "grid":
         terms["area"] = w["area"] * field.surface_area()
     n_patch = batch.n_patches * batch.patch_size**2
     if n_patch and w["depth_smooth"]:

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import surface_area
 from .grid import DenseGrid
 
 
@@ -56,14 +55,6 @@ class VoxelNeRF(nn.Module):
         if self.bound is not None:
             sigma = torch.where(self.bound(x)[:, 0] > self.bound_margin, torch.zeros_like(sigma), sigma)
         return sigma
-
-    def surface_area(self) -> torch.Tensor:
-        """Area of the density's surface (occupancy: one voxel's opacity 1 - exp(-sigma voxel)), world units^2."""
-        g = self.density_grid
-        voxel = float(g.voxel_size.mean())
-        scale = torch.exp(self.d_scale)
-        occ = g.band_occupancy(lambda v: 1 - torch.exp(-F.softplus(v * scale + self.shift) * voxel))
-        return g.values.sum() * 0.0 if occ is None else surface_area(occ, voxel)
 
     def aabb(self) -> tuple[list[float], list[float]]:
         return self.density_grid.aabb_min.tolist(), self.density_grid.aabb_max.tolist()
