@@ -91,9 +91,9 @@ def surface_area(occ: torch.Tensor, voxel_size: float) -> torch.Tensor:
     """Area (world units^2) of an occupancy grid's surface: its isotropic total variation.
 
     occ [n, 4]: occupancy at the n grid vertices where it varies and at their +x, +y, +z neighbours (a
-    vertex with all four equal adds nothing). Minimising it is mean-curvature flow: where
-    no view constrains the surface (an underside no camera of a ring sees), it settles on the smallest
-    surface the silhouettes allow instead of the carved hull's cone or wedge.
+    vertex with all four equal adds nothing). Minimising it is mean-curvature flow: where no view constrains
+    the surface (an underside no camera of a ring sees), it moves towards the smallest surface the
+    silhouettes allow instead of keeping the carved hull's cone or wedge.
     """
     assert occ.dim() == 2 and occ.shape[1] == 4, f"occ must be [n, 4], got {tuple(occ.shape)}"
     g = occ[:, 1:] - occ[:, :1]

@@ -226,7 +226,7 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
     stats["setup_seconds"] = round(time.time() - t0, 2)
     sampler = RaySampler(bank, cfg.rays_per_batch, cfg.foreground_fraction, cfg.patch_size, cfg.patches_per_batch)
     field_ = build_field(cfg, hull, box, device, seed)
-    meta = {"aabb_min": box[0].tolist(), "aabb_max": box[1].tolist(), "bound_margin": bound_margin_for(hull)}
+    meta = {"aabb_min": box[0].tolist(), "aabb_max": box[1].tolist(), "bound_margin": field_.bound_margin}
     trained = train(cfg, field_, sampler, out_dir, seed=seed, resume=resume, meta=meta, stop_at=max_steps)
     if cfg.method == "voxel":  # where the renders put the surface, for meshing at the matching density
         fg = sampler.fg_idx[torch.randperm(len(sampler.fg_idx), generator=torch.Generator().manual_seed(seed))[:8192]]
