@@ -87,6 +87,18 @@ class VoxelConfig:
 
 
 @dataclass
+class OccupancyConfig:
+    """Empty-space skipping with nerfacc's occupancy grid (recon/occupancy.py), inside the hull bounds."""
+
+    enabled: str = "auto"  # auto: on CUDA when nerfacc's extension builds | on (pure torch off CUDA) | off
+    resolution: int = 128  # cells per side over the field's box (nerfacc's default)
+    update_every: int = 16  # steps between refreshes from the field (nerfacc's default)
+    threshold: float = 0.01  # a cell is occupied above this opacity (or the grid's mean, if lower)
+    ema_decay: float = 0.95  # a cell's opacity decays by this per refresh unless the field renews it
+    warmup_steps: int = 256  # refreshes before this step evaluate every cell
+
+
+@dataclass
 class LossConfig:
     """Loss weights (lambda_*) and schedules; a weight of 0 switches a loss off."""
 
@@ -135,5 +147,6 @@ class ReconConfig:
     background: float = 1.0  # white background (renders and targets composited onto it)
     neus: NeuSConfig = field(default_factory=NeuSConfig)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
+    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)

@@ -30,6 +30,7 @@ from .fields.hull_field import HullField
 from .fields.neus import NeuSField
 from .fields.voxel import VoxelNeRF
 from .hull import HullResult, carve_hull, estimate_bounds
+from .occupancy import OccupancyGrid, use_occupancy_grid
 from .rays import RayBatch, RaySampler, take_rays, build_ray_bank, march_bounds, ray_aabb, ray_sphere
 from .trainer import CHECKPOINT_NAME, train
 from .volume_render import surface_density
@@ -227,7 +228,14 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
     sampler = RaySampler(bank, cfg.rays_per_batch, cfg.foreground_fraction, cfg.patch_size, cfg.patches_per_batch)
     field_ = build_field(cfg, hull, box, device, seed)
     meta = {"aabb_min": box[0].tolist(), "aabb_max": box[1].tolist(), "bound_margin": field_.bound_margin}
-    trained = train(cfg, field_, sampler, out_dir, seed=seed, resume=resume, meta=meta, stop_at=max_steps)
+    occupancy = None
+    if use_occupancy_grid(cfg.occupancy, device):
+        occupancy = OccupancyGrid(cfg.occupancy, box, device, seed)
+        stats["occupancy_grid"] = "nerfacc-cuda" if occupancy.use_cuda else "torch"
+    trained = train(cfg, field_, sampler, out_dir, seed=seed, resume=resume, meta=meta, stop_at=max_steps,
+                    occupancy=occupancy)
+    if occupancy is not None:
+        stats["occupied_fraction"] = round(occupancy.occupied_fraction, 4)
     if cfg.method == "voxel":  # where the renders put the surface, for meshing at the matching density
         fg = sampler.fg_idx[torch.randperm(len(sampler.fg_idx), generator=torch.Generator().manual_seed(seed))[:8192]]
         level = surface_density(field_, RayBatch(**take_rays(bank, fg)), cfg.voxel.step_size)

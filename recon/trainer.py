@@ -105,11 +105,11 @@ def compute_losses(cfg: ReconConfig, field, batch: RayBatch, out: RenderOutput, 
     return terms
 
 
-def _checkpoint_bytes(step: int, field, optimizer, generator, cfg: ReconConfig, meta: dict) -> bytes:
+def _checkpoint_bytes(step: int, field, optimizer, generator, cfg: ReconConfig, meta: dict, occupancy) -> bytes:
     buf = io.BytesIO()
     torch.save({"step": step, "field": field.state_dict(), "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state(), "config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
-                "meta": meta}, buf)
+                "meta": meta, "occupancy": occupancy.state_dict() if occupancy is not None else None}, buf)
     return buf.getvalue()
 
 
@@ -126,9 +126,11 @@ def _match_grids(field, resolutions: dict[str, int]) -> None:
 
 
 def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: int = 0, resume: bool = True,
-          meta: dict | None = None, stop_at: int | None = None) -> TrainResult:
+          meta: dict | None = None, stop_at: int | None = None, occupancy=None) -> TrainResult:
     """Optimise ``field`` for ``cfg.steps`` steps, checkpointing to ``out_dir/checkpoint.pt``.
 
+    ``occupancy``: an :class:`~img2mesh.recon.occupancy.OccupancyGrid` that follows the field and cuts each
+    batch's rays to its occupied cells (None: the rays' hull bounds as they are).
     ``stop_at``: leave after that many steps with a checkpoint written (a later call resumes from it);
     schedules still follow ``cfg.steps``.
     """
@@ -145,6 +147,8 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
             optimizer = make_optimizer(cfg, field)
             optimizer.load_state_dict(ckpt["optimizer"])
             generator.set_state(ckpt["generator"])
+            if occupancy is not None and ckpt.get("occupancy") is not None:
+                occupancy.load_state_dict(ckpt["occupancy"])
             start = int(ckpt["step"])
             log.info("resuming reconstruction from step %d", start)
         else:
@@ -161,6 +165,9 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
         batch = sampler.sample(generator)
+        if occupancy is not None:
+            occupancy.update(step, field)
+            batch = occupancy.tighten(batch)
         out = render_batch(cfg, field, batch, step, generator)
         near = None
         if batch.n_patches and cfg.loss.lambda_near_view > 0:
@@ -181,7 +188,8 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
         periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
         if done < cfg.steps and (periodic or done == end):
             meta_now = {**(meta or {}), "grid_resolutions": _grid_resolutions(field)}
-            atomic_write_bytes(ckpt_path, _checkpoint_bytes(done, field, optimizer, generator, cfg, meta_now))
+            atomic_write_bytes(ckpt_path, _checkpoint_bytes(done, field, optimizer, generator, cfg, meta_now,
+                                                                occupancy))
     bar.close()
     return TrainResult(end, time.time() - t0, sum(psnrs) / max(1, len(psnrs)),
                        {k: float(v.detach()) for k, v in terms.items()}, start)

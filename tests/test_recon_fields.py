@@ -1,14 +1,19 @@
-"""Fields and volume rendering: encodings, grids, NeuS init, and renders of an analytic sphere."""
+"""Fields and volume rendering: encodings, grids, NeuS init, renders of an analytic sphere, occupancy grid."""
+import dataclasses
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from img2mesh.data.cameras import camera_from_spherical, camera_rays
-from img2mesh.recon.config import NeuSConfig, VoxelConfig
+from img2mesh.data.errors import InputError
+from img2mesh.recon.config import NeuSConfig, OccupancyConfig, VoxelConfig
 from img2mesh.recon.fields.encoding import FrequencyEncoding, HashGridEncoding, make_hash_grid
 from img2mesh.recon.fields.grid import DenseGrid
 from img2mesh.recon.fields.neus import NeuSField
 from img2mesh.recon.fields.voxel import VoxelNeRF
+from img2mesh.recon.occupancy import OccupancyGrid, nerfacc_cuda_available, use_occupancy_grid
 from img2mesh.recon.rays import RayBatch, ray_aabb, ray_sphere
 from img2mesh.recon.volume_render import neus_alpha, render_neus, render_voxel, sample_pdf
 
@@ -177,3 +182,85 @@ def test_meshing_bound_allows_the_margin_and_cuts_beyond_it():
     assert torch.allclose(tight.mesh_sdf(probe), torch.full((2,), 0.01), atol=2e-3)  # clipped to the bound
     loose = _sphere_grid_field(0.3, bound_radius=0.29, margin=0.02)
     assert torch.allclose(loose.mesh_sdf(probe), torch.zeros(2), atol=2e-3)  # the field's own surface
+
+
+def _ball_fields(radius: float):
+    """A NeuS grid SDF and a voxel density of the same ball, over BOX."""
+    neus = NeuSField(NeuSConfig(sdf="grid", grid_resolution=48, color_grid_resolution=8, feature_dim=4,
+                                color_hidden=8, color_layers=2, variance_init=0.6), [0.0] * 3, 1.0, *BOX)
+    sdf = DenseGrid(48, 1, *BOX).vertex_positions().norm(dim=-1) - radius
+    with torch.no_grad():
+        neus.sdf_grid.values.copy_(sdf[:, None])
+    voxel = VoxelNeRF(VoxelConfig(resolution=48, color_resolution=8, density_scale_init=5.3), *BOX,
+                      density_init=(-sdf / 0.01).clamp(-1, 1))
+    return neus, voxel
+
+
+@pytest.mark.parametrize("kind", ["neus", "voxel"])
+def test_occupancy_grid_cuts_rays_to_the_field_and_renders_the_same(kind):
+    field = dict(zip(("neus", "voxel"), _ball_fields(0.5)))[kind]
+    occ = OccupancyGrid(OccupancyConfig(enabled="on", resolution=64), BOX)
+    occ.update(0, field)
+    rays = _camera_batch()
+    near, far = occ.spans(rays.origins, rays.dirs, rays.near, rays.far)
+    t_in, t_out = ray_sphere(rays.origins, rays.dirs, torch.zeros(3), 0.5)
+    hit = t_out > t_in + 0.3  # clear hits (a grazing ray runs along the cells of the surface for long)
+    clear_miss = ray_sphere(rays.origins, rays.dirs, torch.zeros(3), 0.65)[1] == 0  # past the cells and padding
+    # A cell counts when its one random sample lies within the opacity band (~0.03 here), and so do its
+    # neighbours: a span may start the band + a cell's diagonal (0.054) + a cell + the half-cell padding
+    # (~0.13 in all) before the surface, more along a slanted ray; the bounding sphere leaves up to 0.4.
+    early, late = t_in[hit] - near[hit], far[hit] - t_out[hit]
+    assert early.min() >= 0 and early.max() < 0.25, (early.min(), early.max())
+    assert late.min() >= 0 and late.max() < 0.25, (late.min(), late.max())
+    assert (near[clear_miss] == far[clear_miss]).all() and clear_miss.sum() > 50
+    assert (far - near).sum() < 0.5 * (rays.far - rays.near).sum()  # most of the bounding sphere is skipped
+    tight = dataclasses.replace(rays, near=near, far=far)
+    with torch.no_grad():
+        full, cut = ((render_neus(field, b, 64, 32, 4) if kind == "neus" else render_voxel(field, b, 0.005))
+                     for b in (rays, tight))
+    assert (full.opacity - cut.opacity).abs().max() < 0.02
+    assert (full.depth[hit] - cut.depth[hit]).abs().max() < 0.01
+
+
+def _occupied_radius(occ) -> float:
+    """Radius of the ball whose volume the occupied cells of BOX (volume 8) fill."""
+    return (occ.occupied_fraction * 8.0 * 3.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
+
+
+def test_occupancy_grid_follows_a_shrinking_field():
+    big, _ = _ball_fields(0.5)
+    small, _ = _ball_fields(0.3)
+    occ = OccupancyGrid(OccupancyConfig(enabled="on", resolution=32, ema_decay=0.5, warmup_steps=10**6), BOX)
+    occ.update(0, big)
+    before = _occupied_radius(occ)
+    for step in range(16, 16 * 12, 16):
+        occ.update(step, small)
+    after = _occupied_radius(occ)
+    # The occupied cells (interior included) make a ball up to ~2.5 cells (0.16) wider than the field's.
+    assert 0.5 < before < 0.5 + 0.16 and 0.3 < after < 0.3 + 0.16, (before, after)
+    occ.update(17, big)  # off the refresh step: no change
+    assert _occupied_radius(occ) == after
+
+
+def test_occupancy_grid_is_chosen_by_config_and_device():
+    assert not use_occupancy_grid(OccupancyConfig(enabled="auto"), "cpu")  # nerfacc's CUDA path only
+    assert use_occupancy_grid(OccupancyConfig(enabled="on"), "cpu")
+    assert not use_occupancy_grid(OccupancyConfig(enabled="off"), "cpu")
+    with pytest.raises(InputError, match="auto, on or off"):
+        use_occupancy_grid(OccupancyConfig(enabled="sometimes"), "cpu")
+    if not torch.cuda.is_available():
+        assert not nerfacc_cuda_available()
+
+
+@pytest.mark.skipif(not nerfacc_cuda_available(), reason="needs CUDA and nerfacc's compiled extension")
+def test_occupancy_spans_from_nerfacc_cuda_match_the_torch_march():
+    field, _ = _ball_fields(0.5)
+    rays = _camera_batch(size=64)
+    cuda = OccupancyGrid(OccupancyConfig(enabled="on", resolution=32), BOX, device="cuda")
+    cpu = OccupancyGrid(OccupancyConfig(enabled="on", resolution=32), BOX)
+    cpu.update(0, field)
+    cuda.load_state_dict(cpu.state_dict())
+    assert cuda.use_cuda and not cpu.use_cuda
+    near_c, far_c = cuda.spans(*(t.cuda() for t in (rays.origins, rays.dirs, rays.near, rays.far)))
+    near, far = cpu.spans(rays.origins, rays.dirs, rays.near, rays.far)
+    assert torch.allclose(near_c.cpu(), near, atol=cpu.cell) and torch.allclose(far_c.cpu(), far, atol=cpu.cell)

@@ -9,7 +9,7 @@ from img2mesh.data.cameras import ring_cameras
 from img2mesh.data.errors import InputError
 from img2mesh.data.views import View, Views
 from img2mesh.recon import MeshConfig
-from img2mesh.recon.config import LossConfig, NeuSConfig, ReconConfig, VoxelConfig
+from img2mesh.recon.config import LossConfig, NeuSConfig, OccupancyConfig, ReconConfig, VoxelConfig
 from img2mesh.recon.fields.voxel import VoxelNeRF
 from img2mesh.recon.mesh_render import load_mesh, normalize_mesh, render_views
 from img2mesh.recon.metrics import mesh_metrics
@@ -54,14 +54,20 @@ def test_short_neus_run_on_suzanne_beats_a_chamfer_bound(suzanne, tmp_path):
     assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
 
 
-def test_killed_run_resumes_bit_identical(tiny_views, tmp_path):
+@pytest.mark.parametrize("occupancy", ["off", "on"])
+def test_killed_run_resumes_bit_identical(tiny_views, tmp_path, occupancy):
     views = tiny_views
     neus = dataclasses.replace(small_neus(1).neus, grid_resolution=32, color_grid_resolution=16)
+    # With the occupancy grid on, refreshes before (step 4) and after (step 6) the kill, full and sampled.
+    occ = OccupancyConfig(enabled=occupancy, resolution=24, update_every=2, warmup_steps=4)
     cfg = small_neus(8, checkpoint_every=3, rays_per_batch=256, patch_size=4, patches_per_batch=2, hull_resolution=32,
-                     neus=neus, loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_eikonal=0.1, lambda_depth_smooth=0.1,
+                     neus=neus, occupancy=occ, loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_eikonal=0.1, lambda_depth_smooth=0.1,
                                      lambda_near_view=0.1, lambda_curvature=0.01, lambda_area=0.01))
     whole = reconstruct(cfg, views, tmp_path / "whole", seed=3)
     assert {"depth_smooth", "near_view", "curvature", "area"} <= set(whole.stats["losses"])
+    assert ("occupancy_grid" in whole.stats) == (occupancy == "on")
+    if occupancy == "on":
+        assert 0.0 < whole.stats["occupied_fraction"] < 0.5
     part = reconstruct(cfg, views, tmp_path / "split", seed=3, max_steps=5)  # "killed" after step 5
     assert part.steps == 5 and (tmp_path / "split" / "checkpoint.pt").is_file()
     resumed = reconstruct(cfg, views, tmp_path / "split", seed=3)
