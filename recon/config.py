@@ -144,6 +144,9 @@ class ReconConfig:
     # views disagree a little (a strict hull would cut away what one of them missed).
     hull_tolerance: float = 0.0
     hull_margin: float = 2.0  # ray bounds: the hull dilated by this many hull voxels
+    # Hull-initialised grids: flow steps relaxing the hull's unseen base (the cone under a flat base that a
+    # ring of cameras above never sees) to a minimal surface before training (recon/unseen.py); 0 = off.
+    base_relax_steps: int = 150
     background: float = 1.0  # white background (renders and targets composited onto it)
     neus: NeuSConfig = field(default_factory=NeuSConfig)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)

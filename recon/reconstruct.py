@@ -26,6 +26,7 @@ from img2mesh.data.io import atomic_write_bytes
 from img2mesh.data.views import View, Views
 
 from .config import MeshConfig, NeuSConfig, ReconConfig, VoxelConfig
+from .fields.grid import DenseGrid
 from .fields.hull_field import HullField
 from .fields.neus import NeuSField
 from .fields.voxel import VoxelNeRF
@@ -33,6 +34,7 @@ from .hull import HullResult, carve_hull, estimate_bounds
 from .occupancy import OccupancyGrid, use_occupancy_grid
 from .rays import RayBatch, RaySampler, take_rays, build_ray_bank, march_bounds, ray_aabb, ray_sphere
 from .trainer import CHECKPOINT_NAME, train
+from .unseen import relax_unseen_base
 from .volume_render import surface_density
 
 log = logging.getLogger(__name__)
@@ -131,8 +133,12 @@ def candidate_dilation(cfg: ReconConfig, hull: HullResult, views: Views) -> int:
 
 
 # -- fields ---------------------------------------------------------------------------------------------------
-def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int = 0):
-    """The method's field, initialised from the hull where configured (seeded, so runs repeat)."""
+def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int = 0,
+                cameras: torch.Tensor | None = None):
+    """The method's field, initialised from the hull where configured (seeded, so runs repeat).
+
+    ``cameras`` [C, 3]: the views' camera centres; with them, a hull-initialised grid's unseen base is
+    first relaxed to a minimal surface (``recon.base_relax_steps``, recon/unseen.py)."""
     lo, hi = box
     center = (lo + hi) / 2.0
     radius = float(np.linalg.norm(hi - lo) / 2.0)
@@ -146,19 +152,31 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
             n = cfg.neus
             init = None
             if n.sdf == "grid" and n.grid_init == "hull":
-                init = hull_signed_distance(hull, _grid_positions(lo, hi, n.grid_coarse_resolution or n.grid_resolution))
+                init = hull_init_sdf(cfg, hull, box, n.grid_coarse_resolution or n.grid_resolution, cameras)
             return NeuSField(n, center, radius, lo, hi, sdf_init=init, bound_sdf=bound_sdf,
                              bound_resolution=bound_res, bound_margin=bound_margin, device=device).to(device)
         if cfg.method == "voxel":
             v = cfg.voxel
             init = None
             if v.init == "hull":
-                sdf = hull_signed_distance(hull, _grid_positions(lo, hi, v.resolution))
+                sdf = hull_init_sdf(cfg, hull, box, v.resolution, cameras)
                 voxel = float((hi - lo).max()) / (v.resolution - 1)
                 init = v.init_density * (-sdf / voxel).clamp(-1.0, 1.0)  # +d inside, -d outside, a 2-voxel ramp
             return VoxelNeRF(v, lo, hi, density_init=init, bound_sdf=bound_sdf, bound_resolution=bound_res,
                              bound_margin=bound_margin).to(device)
     raise InputError(f"unknown recon.method {cfg.method!r}: use one of {', '.join(METHODS)}")
+
+
+def hull_init_sdf(cfg: ReconConfig, hull: HullResult, box, resolution: int, cameras: torch.Tensor | None):
+    """The hull's signed distance at the vertices of a ``resolution``^3 grid over ``box`` [R^3], its unseen
+    base relaxed when cameras are given."""
+    lo, hi = box
+    sdf = hull_signed_distance(hull, _grid_positions(lo, hi, resolution))
+    if cameras is None or cfg.base_relax_steps <= 0:
+        return sdf
+    grid = DenseGrid(resolution, 1, lo, hi, sdf[:, None], trainable=False)
+    relax_unseen_base(grid, cameras, cfg.base_relax_steps)
+    return grid.values[:, 0].clone()
 
 
 def bound_margin_for(hull: HullResult) -> float:
@@ -226,7 +244,8 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
     stats["rays_in_bounds"] = int(bank.hit.sum())
     stats["setup_seconds"] = round(time.time() - t0, 2)
     sampler = RaySampler(bank, cfg.rays_per_batch, cfg.foreground_fraction, cfg.patch_size, cfg.patches_per_batch)
-    field_ = build_field(cfg, hull, box, device, seed)
+    cameras = torch.as_tensor(np.stack([v.camera.position for v in views]), dtype=torch.float32)
+    field_ = build_field(cfg, hull, box, device, seed, cameras)
     meta = {"aabb_min": box[0].tolist(), "aabb_max": box[1].tolist(), "bound_margin": field_.bound_margin}
     occupancy = None
     if use_occupancy_grid(cfg.occupancy, device):
