@@ -33,7 +33,7 @@ from .fields.voxel import VoxelNeRF
 from .hull import HullResult, carve_hull, estimate_bounds
 from .occupancy import OccupancyGrid, use_occupancy_grid
 from .rays import RayBatch, RaySampler, take_rays, build_ray_bank, march_bounds, ray_aabb, ray_sphere
-from .trainer import CHECKPOINT_NAME, train
+from .trainer import CHECKPOINT_NAME, grid_resolutions, match_grids, train
 from .unseen import relax_unseen_base
 from .volume_render import surface_density
 
@@ -261,7 +261,7 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
         if level == level:  # not nan
             field_.surface_level.fill_(level)
         stats["surface_level"] = level
-    meta["grid_resolutions"] = {n: m.resolution for n, m in field_.named_modules() if hasattr(m, "resolution")}
+    meta["grid_resolutions"] = grid_resolutions(field_)
     path = save_field(out_dir / FIELD_NAME, cfg.method, cfg, field_, meta)
     if trained.steps >= cfg.steps:
         (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # the field file supersedes it
@@ -304,10 +304,7 @@ def load_field(path, device="cpu"):
                       bound_margin=margin)
     else:
         raise InputError(f"{path} holds an unknown method {method!r}")
-    modules = dict(f.named_modules())
-    for name, res in meta.get("grid_resolutions", {}).items():
-        if name in modules and modules[name].resolution != res:
-            modules[name].resample(res)
+    match_grids(f, meta.get("grid_resolutions", {}))
     f.load_state_dict(state)
     f.method = method
     return f.to(device).eval()

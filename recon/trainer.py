@@ -113,12 +113,13 @@ def _checkpoint_bytes(step: int, field, optimizer, generator, cfg: ReconConfig, 
     return buf.getvalue()
 
 
-def _grid_resolutions(field) -> dict[str, int]:
+def grid_resolutions(field) -> dict[str, int]:
+    """Each grid's resolution by module name (saved with checkpoints and field files)."""
     return {name: m.resolution for name, m in field.named_modules() if hasattr(m, "resolution")}
 
 
-def _match_grids(field, resolutions: dict[str, int]) -> None:
-    """Re-grid the field's grids to a checkpoint's resolutions (coarse-to-fine runs) before loading it."""
+def match_grids(field, resolutions: dict[str, int]) -> None:
+    """Re-grid the field's grids to saved resolutions (coarse-to-fine runs) before loading its state."""
     modules = dict(field.named_modules())
     for name, res in resolutions.items():
         if name in modules and modules[name].resolution != res:
@@ -142,7 +143,7 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if ckpt["config"] == cfg_json:
-            _match_grids(field, ckpt["meta"].get("grid_resolutions", {}))
+            match_grids(field, ckpt["meta"].get("grid_resolutions", {}))
             field.load_state_dict(ckpt["field"])
             optimizer = make_optimizer(cfg, field)
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -187,7 +188,7 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
         done = step + 1
         periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
         if done < cfg.steps and (periodic or done == end):
-            meta_now = {**(meta or {}), "grid_resolutions": _grid_resolutions(field)}
+            meta_now = {**(meta or {}), "grid_resolutions": grid_resolutions(field)}
             atomic_write_bytes(ckpt_path, _checkpoint_bytes(done, field, optimizer, generator, cfg, meta_now,
                                                                 occupancy))
     bar.close()
