@@ -75,7 +75,8 @@ def compute_losses(cfg: ReconConfig, field, batch: RayBatch, out: RenderOutput, 
                    near: RenderOutput | None) -> dict[str, torch.Tensor]:
     """The named, weighted losses of one step (weights from config x their schedules)."""
     lc, total = cfg.loss, cfg.steps
-    names = ("rgb", "mask", "eikonal", "depth_smooth", "near_view", "emptiness", "sparsity", "curvature", "area")
+    names = ("rgb", "mask", "eikonal", "depth_smooth", "near_view", "emptiness", "sparsity", "curvature", "area",
+             "density_laplacian")
     w = {name: loss_weight(getattr(lc, f"lambda_{name}"), lc.schedules.get(name), step, total) for name in names}
     terms: dict[str, torch.Tensor] = {}
     if w["rgb"]:
@@ -90,6 +91,8 @@ def compute_losses(cfg: ReconConfig, field, batch: RayBatch, out: RenderOutput, 
         terms["emptiness"] = w["emptiness"] * L.emptiness_loss(out.weights, lc.emptiness_scale)
     if w["curvature"] and cfg.method == "neus" and cfg.neus.sdf == "grid" and out.surface_points is not None:
         terms["curvature"] = w["curvature"] * field.curvature_loss(out.surface_points)
+    if w["density_laplacian"] and cfg.method == "voxel" and out.surface_points is not None:
+        terms["density_laplacian"] = w["density_laplacian"] * field.laplacian_loss(out.surface_points)
     if w["area"] and cfg.method == "neus" and cfg.neus.sdf == "grid":
         terms["area"] = w["area"] * field.surface_area()
     n_patch = batch.n_patches * batch.patch_size**2

@@ -175,6 +175,25 @@ def test_surface_area_gradient_shrinks_a_free_surface():
     assert torch.all(neus.sdf(surface) > 0.002)  # the old surface is now outside: it moved in, evenly
 
 
+def test_grid_laplacian_ignores_a_ramp_and_descending_it_removes_bumps():
+    """The grid fields' smoothness prior (lambda_curvature, lambda_density_laplacian): zero on a linear field (a
+    plane's SDF, a density ramp), positive on voxel-scale bumps, and its gradient flattens them."""
+    grid = DenseGrid(16, 1, [-1.0] * 3, [1.0] * 3)
+    with torch.no_grad():
+        grid.values.copy_(grid.vertex_positions() @ torch.tensor([[0.3], [-0.5], [0.8]]))
+    points = torch.rand(200, 3, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
+    assert float(grid.laplacian_loss(points).detach()) < 1e-8
+    with torch.no_grad():
+        grid.values.add_(0.05 * torch.randn(grid.values.shape, generator=torch.Generator().manual_seed(1)))
+    opt = torch.optim.Adam([grid.values], lr=0.005)
+    before = float(grid.laplacian_loss(points).detach())
+    for _ in range(50):
+        opt.zero_grad()
+        grid.laplacian_loss(points).backward()
+        opt.step()
+    assert before > 1.0 and float(grid.laplacian_loss(points).detach()) < 0.2 * before
+
+
 def test_meshing_bound_allows_the_margin_and_cuts_beyond_it():
     """The hull bound cuts surfaces more than bound_margin outside it, and leaves those within alone."""
     probe = torch.tensor([[0.30, 0.0, 0.0], [0.0, 0.0, 0.30]])

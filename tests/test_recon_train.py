@@ -88,8 +88,10 @@ def test_hull_and_voxel_methods_go_through_reconstruct(suzanne, tmp_path):
     assert mesh_metrics(hull_mesh, gt, n_points=20_000)["chamfer"] < 0.03
     voxel = ReconConfig(method="voxel", steps=20, rays_per_batch=512, hull_resolution=64,
                         voxel=VoxelConfig(resolution=64, color_resolution=32, step_size=0.01, lr=0.05,
-                                          density_scale_init=5.0, grid_lr_scale=0.2))
+                                          density_scale_init=5.0, grid_lr_scale=0.2),
+                        loss=LossConfig(lambda_density_laplacian=1e-5))
     result = reconstruct(voxel, views, tmp_path / "voxel")
+    assert "density_laplacian" in result.stats["losses"]
     field = load_field(result.field_path)
     mesh = field_to_mesh(field, MeshConfig(resolution=64))
     assert mesh_metrics(mesh, gt, n_points=20_000)["chamfer"] < 0.03

@@ -148,6 +148,17 @@ class DenseGrid(nn.Module):
         """Values [..., C] at flat vertex indices."""
         return _gather(self.values, flat)
 
+    def laplacian_loss(self, points: torch.Tensor) -> torch.Tensor:
+        """One-channel grids: mean squared discrete Laplacian (per voxel) at the vertices nearest ``points``
+        [N, 3] (e.g. surface samples): a smoothness prior that leaves planes and spheres alone-ish."""
+        r = self.resolution
+        i = self.to_voxel(points.detach()).round().long().clamp(1, r - 2)  # [N, 3]
+        flat = (i[:, 0] * r + i[:, 1]) * r + i[:, 2]
+        offsets = torch.tensor([r * r, -r * r, r, -r, 1, -1, 0], device=points.device)
+        v = self.gather(flat[:, None] + offsets)[..., 0]  # [N, 7]
+        lap = v[:, :6].sum(dim=1) - 6 * v[:, 6]
+        return (lap / self.voxel_size.mean()).pow(2).mean()
+
     def volume(self) -> torch.Tensor:
         """The values as [C, R, R, R] (x, y, z order)."""
         r = self.resolution

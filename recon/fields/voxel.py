@@ -49,6 +49,10 @@ class VoxelNeRF(nn.Module):
             return torch.sigmoid(feat)
         return torch.sigmoid(self.color_mlp(torch.cat([feat, dirs], dim=-1)))
 
+    def laplacian_loss(self, points: torch.Tensor) -> torch.Tensor:
+        """The density grid's squared Laplacian at the vertices nearest ``points`` [N, 3] (visible samples)."""
+        return self.density_grid.laplacian_loss(points)
+
     def mesh_density(self, x: torch.Tensor) -> torch.Tensor:
         """Density for meshing, zero outside the hull dilated by ``bound_margin``, where the views saw empty space."""
         sigma = self.density(x)
