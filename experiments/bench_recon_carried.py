@@ -6,7 +6,8 @@ render the views here, reconstruct there, score the meshes back here.
     python experiments/bench_recon_carried.py score $OUT                       # here: hull + metrics table
 
 On a machine without open3d the grid fields' hull initialisation falls back to the carved grid's distance
-transform (the exact mesh distance needs open3d); the row's ``init`` says which was used.
+transform (the exact mesh distance needs open3d) and runs without the unseen fill (its SDF update needs open3d
+too); the row's ``init`` says which was used.
 """
 from __future__ import annotations
 
@@ -37,13 +38,13 @@ def export_views(folder: str, size: int = 256) -> None:
 
 
 def run(folder: str, out: str, objects: list[str]) -> None:
-    init = "mesh distance"
+    init, no_open3d = "mesh distance", []
     try:
         import open3d  # noqa: F401
     except ImportError:
         recon_module = sys.modules["img2mesh.recon.reconstruct"]
         recon_module.hull_signed_distance = lambda hull, points, band_voxels=3.0: hull.hull_sdf(points)
-        init = "grid distance"
+        init, no_open3d = "grid distance, no unseen fill", ["recon.unseen_fill=false"]  # the fill's SDF needs open3d
     device = "cuda" if torch.cuda.is_available() else "cpu"
     preset, methods = os.environ.get("PRESET", "default"), os.environ.get("METHODS", "neus").split(",")
     torch.ones(1, device=device).sum().item()  # the CUDA context outside the timings
@@ -51,7 +52,7 @@ def run(folder: str, out: str, objects: list[str]) -> None:
     for name in objects:
         views = read_views(Path(folder) / name)
         for method in methods:
-            cfg = load_config(preset, [f"recon.method={method}"]).recon
+            cfg = load_config(preset, [f"recon.method={method}", *no_open3d]).recon
             torch.cuda.synchronize() if device == "cuda" else None
             t0 = time.time()
             result = reconstruct(cfg, views, Path("/tmp/carried") / f"{name}-{method}", device=device, resume=False)

@@ -151,6 +151,11 @@ class ReconConfig:
     # Hull-initialised grids: flow steps relaxing the hull's unseen base (the cone under a flat base that a
     # ring of cameras above never sees) to a minimal surface before training (recon/unseen.py); 0 = off.
     base_relax_steps: int = 150
+    # ... and the rest of the unseen surface (above that base, e.g. a belly) replaced by a fill of the seen
+    # surface around it: bending (C1 with it) plus this much membrane tension, relative to the hull mesh's
+    # edge length (0: pure bending; 1, measured best on the benchmark objects, is mostly membrane).
+    unseen_fill: bool = True
+    unseen_fill_tension: float = 1.0
     background: float = 1.0  # white background (renders and targets composited onto it)
     neus: NeuSConfig = field(default_factory=NeuSConfig)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)

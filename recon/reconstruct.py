@@ -34,7 +34,7 @@ from .hull import HullResult, carve_hull, estimate_bounds
 from .occupancy import OccupancyGrid, use_occupancy_grid
 from .rays import RayBatch, RaySampler, take_rays, build_ray_bank, march_bounds, ray_aabb, ray_sphere
 from .trainer import CHECKPOINT_NAME, grid_resolutions, match_grids, train
-from .unseen import relax_unseen_base
+from .unseen import fill_unseen, relax_unseen_base
 from .volume_render import surface_density
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
     """The method's field, initialised from the hull where configured (seeded, so runs repeat).
 
     ``cameras`` [C, 3]: the views' camera centres; with them, a hull-initialised grid's unseen base is
-    first relaxed to a minimal surface (``recon.base_relax_steps``, recon/unseen.py)."""
+    first relaxed to a minimal surface (``recon.base_relax_steps``) and the rest of what no view sees filled
+    from the seen surface around it (``recon.unseen_fill``), recon/unseen.py."""
     lo, hi = box
     center = (lo + hi) / 2.0
     radius = float(np.linalg.norm(hi - lo) / 2.0)
@@ -168,14 +169,16 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
 
 
 def hull_init_sdf(cfg: ReconConfig, hull: HullResult, box, resolution: int, cameras: torch.Tensor | None):
-    """The hull's signed distance at the vertices of a ``resolution``^3 grid over ``box`` [R^3], its unseen
-    base relaxed when cameras are given."""
+    """The hull's signed distance at the vertices of a ``resolution``^3 grid over ``box`` [R^3]; when cameras
+    are given, its unseen base relaxed and the rest of its unseen surface filled (recon/unseen.py)."""
     lo, hi = box
     sdf = hull_signed_distance(hull, _grid_positions(lo, hi, resolution))
-    if cameras is None or cfg.base_relax_steps <= 0:
+    if cameras is None or (cfg.base_relax_steps <= 0 and not cfg.unseen_fill):
         return sdf
     grid = DenseGrid(resolution, 1, lo, hi, sdf[:, None], trainable=False)
     relax_unseen_base(grid, cameras, cfg.base_relax_steps)
+    if cfg.unseen_fill:
+        fill_unseen(grid, cameras, tension=cfg.unseen_fill_tension)
     return grid.values[:, 0].clone()
 
 

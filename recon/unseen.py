@@ -1,35 +1,48 @@
-"""The carved hull's underside, which no camera of a ring above the object sees, relaxed to a minimal surface.
+"""What a ring of cameras above the object never sees, taken off the carved hull before training.
 
-Cameras above an object (a ring at 20 deg, or views generated around an input photo) never see its base: the
-hull keeps a cone under a flat base (each silhouette's lower edge sweeps a tangent plane below it), 0.15 deep
-under the Stanford bunny, and no colour can remove it since no ray reaches it. Objects rest on their base, so
-below the lowest surface any camera sees face-on the hull is replaced by the smallest surface spanning what
-the cameras do see: gradient steps on the area of the SDF's zero level (mean-curvature flow), moving only
-unseen vertices, only inwards. A cone with a flat rim relaxes to the flat disc. Thin parts higher up
-(a tail, an ear's underside) are left alone: the same flow there thins them (measured on spot).
+Cameras above an object (a ring at 20 deg, or views generated around an input photo) never see its
+down-facing surfaces: there the hull follows the silhouette rays' tangent planes, and no colour can move it
+since no ray reaches it. Two priors replace it, both moving only unseen surface and only inwards:
+
+- the base (below the lowest surface any camera sees face-on): a cone under a flat base (0.15 deep under the
+  Stanford bunny) relaxes to the smallest surface spanning what the cameras see, by gradient steps on the
+  area of the SDF's zero level (mean-curvature flow). A cone with a flat rim relaxes to the flat disc. Higher
+  up the same flow thins a tail or a snout (measured on spot), hence
+- the rest (a belly between legs, under a chin): the unseen mesh vertices are re-placed by a linear solve,
+  bending plus membrane energy with the seen vertices fixed around them; a solve cannot run away into thin
+  parts the way a flow does. Under the middle of spot's belly the hull stood 0.032 below the true surface, the
+  fill 0.006.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+import trimesh
 
 from .fields.grid import DenseGrid
 from .losses import surface_area
 
 
-def facing_cameras(grid: DenseGrid, cameras: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
-    """Per vertex [R^3], the largest cosine between its SDF normal and the direction to any camera
-    [C, 3] (occlusion ignored): ~0 on the hull's tangent cones, ~1 on a face a camera looks at."""
+def camera_facing_cos(positions: torch.Tensor, normals: torch.Tensor, cameras: torch.Tensor,
+                      chunk: int = 1 << 16) -> torch.Tensor:
+    """[N]: the largest cosine between each unit normal [N, 3] and the direction from its position [N, 3] to
+    any camera [C, 3] (occlusion ignored): ~0 on the hull's tangent cones, ~1 on a face a camera looks at."""
+    best = torch.empty(len(positions), dtype=normals.dtype, device=normals.device)
+    cameras = cameras.to(normals)
+    for s in range(0, len(positions), chunk):
+        to_cam = cameras[None] - positions[s:s + chunk, None].to(normals)  # [n, C, 3]
+        cos = (normals[s:s + chunk, None] * to_cam).sum(-1) / to_cam.norm(dim=-1).clamp_min(1e-9)
+        best[s:s + chunk] = cos.amax(dim=1)
+    return best
+
+
+def facing_cameras(grid: DenseGrid, cameras: torch.Tensor) -> torch.Tensor:
+    """:func:`camera_facing_cos` per grid vertex [R^3], with the SDF's gradient as the normal."""
     r, h = grid.resolution, grid.voxel_size
     v = grid.values.detach()[:, 0].reshape(r, r, r)
     normal = torch.stack(torch.gradient(v, spacing=[float(s) for s in h]), dim=-1).reshape(-1, 3)
     normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-    positions = grid.vertex_positions().to(normal)
-    best = torch.empty(r**3, device=normal.device)
-    for s in range(0, r**3, chunk):
-        to_cam = cameras.to(normal)[None] - positions[s:s + chunk, None]  # [n, C, 3]
-        cos = (normal[s:s + chunk, None] * to_cam).sum(-1) / to_cam.norm(dim=-1).clamp_min(1e-9)
-        best[s:s + chunk] = cos.amax(dim=1)
-    return best
+    return camera_facing_cos(grid.vertex_positions(), normal, cameras, chunk=1 << 18)
 
 
 @torch.no_grad()
@@ -73,3 +86,84 @@ def relax_unseen_base(grid: DenseGrid, cameras: torch.Tensor, steps: int, step_v
     with torch.no_grad():
         grid.values.copy_(work.values.detach())
     return int(free.sum())
+
+
+# -- the rest of the unseen surface: a thin-plate fill ---------------------------------------------------------
+def thin_plate_fill(mesh: trimesh.Trimesh, free: np.ndarray, tension: float = 0.0) -> np.ndarray:
+    """New positions [V, 3] with the ``free`` vertices on the surface the fixed ones bound that minimises
+    bending plus ``tension`` x membrane energy: (L^2 + tension L) x = 0 on the free vertices, L the umbrella
+    (uniform) Laplacian. Through the two rings of fixed neighbours L^2 reaches, pure bending (tension 0)
+    matches the fixed surface's tangent planes (C1): a dented sphere cap comes back round. Tension is relative
+    to the edge length: at 1 a hole a few tens of edges wide is mostly membrane (a flatter, tighter span)."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
+    n = len(mesh.vertices)
+    edges = mesh.edges_unique
+    rows, cols = np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]]
+    adjacency = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+    degree = np.asarray(adjacency.sum(axis=1)).ravel().clip(1)
+    laplacian = sp.identity(n, format="csr") - sp.diags(1.0 / degree) @ adjacency
+    bilaplacian = (laplacian @ laplacian + tension * laplacian).tocsr()
+    f, b = np.nonzero(free)[0], np.nonzero(~free)[0]
+    x = np.asarray(mesh.vertices, dtype=np.float64).copy()
+    if len(f) == 0 or len(b) == 0:
+        return x
+    a_ff = bilaplacian[f][:, f]
+    rhs = -(bilaplacian[f][:, b] @ x[b])
+    eps = 1e-8  # a free island with no fixed vertex stays put instead of making the system singular
+    x[f] = spsolve((a_ff + eps * sp.identity(len(f))).tocsc(), rhs + eps * x[f])
+    return x
+
+
+@torch.no_grad()
+def fill_unseen(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = 0.17, face_on_cos: float = 0.5,
+                tension: float = 1.0) -> int:
+    """Replace the surface of the SDF in ``grid`` that no camera [C, 3] sees (above the base, which
+    :func:`relax_unseen_base` flattens) by :func:`thin_plate_fill` of the seen surface around it, inwards
+    only; returns the number of mesh vertices moved.
+
+    On the zero level's mesh (marching cubes at the grid's resolution), vertices whose normal no camera sees
+    within 80 deg of grazing (``seen_cos``, occlusion ignored) are free. The SDF is then recomputed exactly
+    (open3d) at the grid vertices near the moved ones, and kept where the old value was larger: the result
+    never leaves the hull. Measured on the benchmark hulls (36-view ring, 128^3): spot 0.00408 -> 0.00382,
+    cow 0.00657 -> 0.00644, bunny 0.01002 -> 0.00753 Chamfer."""
+    import open3d as o3d
+    from scipy.spatial import cKDTree
+
+    from .meshing import clean_mesh, marching_cubes
+
+    r = grid.resolution
+    lo, hi = grid.aabb_min.cpu().numpy(), grid.aabb_max.cpu().numpy()
+    sdf = grid.values[:, 0]
+    values = sdf.reshape(r, r, r).cpu().numpy()
+    if values.min() >= 0 or values.max() <= 0:
+        return 0
+    verts, faces = marching_cubes(values, lo, hi, 0.0, inside="below")
+    mesh = clean_mesh(trimesh.Trimesh(verts, faces, process=False), keep_components=0)
+    cos = camera_facing_cos(torch.tensor(mesh.vertices), torch.tensor(mesh.vertex_normals), cameras.cpu())
+    seen, face_on = (cos > seen_cos).numpy(), (cos >= face_on_cos).numpy()
+    if not face_on.any():
+        return 0
+    free = ~seen & (mesh.vertices[:, 2] >= mesh.vertices[face_on, 2].min())  # the base is relax_unseen_base's
+    filled = thin_plate_fill(mesh, free, tension)
+    moved = np.linalg.norm(filled - mesh.vertices, axis=1) > 1e-6
+    if not moved.any():
+        return 0
+    voxel = float(grid.voxel_size.max())
+    reach = float(np.linalg.norm(filled - mesh.vertices, axis=1).max()) + 3.0 * voxel
+    points = grid.vertex_positions().cpu().numpy()
+    near = np.nonzero(values.reshape(-1) < reach)[0]  # inside or near the surface: may change
+    dist, _ = cKDTree(mesh.vertices[moved]).query(points[near], distance_upper_bound=reach)
+    near = near[np.isfinite(dist)]
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(filled.astype(np.float32)), o3d.core.Tensor(mesh.faces.astype(np.uint32)))
+    closest = scene.compute_closest_points(o3d.core.Tensor(points[near].astype(np.float32)))
+    foot = closest["points"].numpy().astype(np.float64)
+    normal = trimesh.Trimesh(filled, mesh.faces, process=False).face_normals[closest["primitive_ids"].numpy()]
+    offset = points[near] - foot
+    signed = np.linalg.norm(offset, axis=1) * np.sign((offset * normal).sum(axis=1))
+    new = torch.as_tensor(signed, dtype=sdf.dtype, device=sdf.device)
+    idx = torch.as_tensor(near, device=sdf.device)
+    grid.values[idx, 0] = torch.maximum(sdf[idx], new)
+    return int(moved.sum())

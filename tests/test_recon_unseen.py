@@ -3,10 +3,11 @@ import math
 
 import numpy as np
 import torch
+import trimesh
 
 from img2mesh.data.cameras import ring_cameras
 from img2mesh.recon.fields.grid import DenseGrid
-from img2mesh.recon.unseen import relax_unseen_base, unseen_base
+from img2mesh.recon.unseen import fill_unseen, relax_unseen_base, thin_plate_fill, unseen_base
 
 R, LO, HI = 48, [-0.5] * 3, [0.5] * 3
 RIM, RADIUS, TOP = -0.2, 0.3, 0.3
@@ -59,3 +60,69 @@ def test_relaxing_flattens_the_cone_and_keeps_the_seen_surface():
     assert (grid.values >= before).all()  # inwards only
     z = grid.vertex_positions()[:, 2]
     assert torch.equal(grid.values[z > RIM + 0.01], before[z > RIM + 0.01])  # the seen cylinder untouched
+
+
+# -- the rest of the unseen surface: the fill -----------------------------------------------------------------
+def test_bending_fill_brings_a_flattened_sphere_cap_back_round():
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    cap = sphere.vertices[:, 2] < -0.6
+    flat = sphere.vertices.copy()
+    flat[cap, 2] = -0.6  # the cap cut off flat: 0.4 short at the pole
+    mesh = trimesh.Trimesh(flat, sphere.faces, process=False)
+    filled = thin_plate_fill(mesh, cap, tension=0.0)
+    assert np.array_equal(filled[~cap], flat[~cap])  # the fixed surface stays
+    assert np.abs(np.linalg.norm(filled[cap], axis=1) - 1.0).max() < 0.06  # C1 with the sphere: round again
+    membrane = thin_plate_fill(mesh, cap, tension=100.0)
+    assert abs(membrane[:, 2].min() + 0.6) < 0.05  # a tight membrane spans the rim flat
+
+
+RB, CZ = 0.15, 0.1
+SLOPE = math.radians(20.0)
+
+
+def body_on_posts() -> DenseGrid:
+    """A horizontal cylinder (axis y) on two posts, with the wedge a 20-degree ring carves under the
+    cylinder: the tangent planes of the lowest silhouette rays, meeting 0.064 x RB below it."""
+    grid = DenseGrid(R, 1, LO, HI)
+    x, y, z = grid.vertex_positions().unbind(-1)
+    circle = torch.sqrt(x**2 + (z - CZ) ** 2) - RB
+    planes = torch.maximum(x, -x) * math.sin(SLOPE) - (z - CZ) * math.cos(SLOPE) - RB
+    below_tangents = torch.maximum(planes, z - (CZ - RB * math.cos(SLOPE)))
+    body = torch.maximum(torch.minimum(circle, below_tangents), y.abs() - 0.3)
+    posts = torch.maximum(torch.maximum(torch.sqrt(x**2 + (y.abs() - 0.25) ** 2) - 0.05, -0.4 - z), z - CZ)
+    with torch.no_grad():
+        grid.values.copy_(torch.minimum(body, posts)[:, None])
+    return grid
+
+
+def bottom_at(grid: DenseGrid, x: float, y: float) -> float:
+    z = torch.linspace(-0.3, CZ, 801)
+    sdf = grid(torch.stack([torch.full_like(z, x), torch.full_like(z, y), z], dim=-1))[:, 0].detach()
+    return float(z[torch.nonzero(sdf <= 0)[0, 0]])
+
+
+def test_fill_lifts_the_carved_wedge_inwards_only_and_keeps_seen_surface_and_base():
+    grid = body_on_posts()
+    before = grid.values.detach().clone()
+    apex = bottom_at(grid, 0.0, 0.0)
+    assert abs(apex - (CZ - RB / math.cos(SLOPE))) < 0.01
+    moved = fill_unseen(grid, cameras(), tension=1.0)
+    assert moved > 0
+    assert bottom_at(grid, 0.0, 0.0) > apex + 0.01  # the wedge's edge is gone
+    assert (grid.values >= before).all()  # inwards only: never outside the hull
+    z = grid.vertex_positions()[:, 2]
+    assert torch.equal(grid.values[z > CZ], before[z > CZ])  # the seen top
+    assert torch.equal(grid.values[z < -0.3], before[z < -0.3])  # the posts' base is relax_unseen_base's
+
+
+def test_fill_leaves_a_base_and_an_empty_grid_alone():
+    sphere = DenseGrid(R, 1, LO, HI)
+    with torch.no_grad():
+        sphere.values.copy_((sphere.vertex_positions().norm(dim=-1) - 0.3)[:, None])
+    before = sphere.values.detach().clone()
+    assert fill_unseen(sphere, cameras()) == 0  # all it hides is below its lowest face-on point: its base
+    assert torch.equal(sphere.values, before)
+    empty = DenseGrid(R, 1, LO, HI)
+    with torch.no_grad():
+        empty.values.fill_(1.0)
+    assert fill_unseen(empty, cameras()) == 0
