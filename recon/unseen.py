@@ -20,7 +20,6 @@ import torch
 import trimesh
 
 from .fields.grid import DenseGrid
-from .losses import surface_area
 
 
 def camera_facing_cos(positions: torch.Tensor, normals: torch.Tensor, cameras: torch.Tensor,
@@ -74,11 +73,11 @@ def relax_unseen_base(grid: DenseGrid, cameras: torch.Tensor, steps: int, step_v
     work = DenseGrid(grid.resolution, 1, grid.aabb_min, grid.aabb_max, start)  # a trainable copy
     optimizer = torch.optim.Adam([work.values], lr=step_voxels * voxel)
     for _ in range(steps):
-        occ = work.band_occupancy(lambda x: torch.sigmoid(-x / voxel))
-        if occ is None:
+        area = work.zero_level_area(voxel)
+        if area is None:
             break
         optimizer.zero_grad(set_to_none=True)
-        surface_area(occ, voxel).backward()
+        area.backward()
         work.values.grad[~free] = 0.0
         optimizer.step()
         with torch.no_grad():

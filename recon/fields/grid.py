@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses import surface_area
+
 # Corner offsets (i, j, k) in {0, 1}^3, in the order the flat index offsets below use.
 _CORNERS = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
 
@@ -121,6 +123,13 @@ class DenseGrid(nn.Module):
         """One-channel grids: value [N] and central-difference gradient [N, 3] in world units."""
         value, diff = trilinear_central_differences(self.values, self.resolution, self.to_voxel(x))
         return value, diff / self.voxel_size
+
+    def zero_level_area(self, voxel: float) -> torch.Tensor | None:
+        """Area (world units^2) of channel 0's zero level as an SDF, through the occupancy sigmoid(-sdf /
+        ``voxel``) over its band (:func:`img2mesh.recon.losses.surface_area`), with gradients into the grid;
+        None when the grid has no surface."""
+        occ = self.band_occupancy(lambda v: torch.sigmoid(-v / voxel))
+        return None if occ is None else surface_area(occ, voxel)
 
     def band_occupancy(self, occupancy) -> torch.Tensor | None:
         """Occupancy [m, 4] at every vertex of the surface's band and at its +x, +y, +z neighbours, with

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..losses import surface_area
 from .encoding import FrequencyEncoding, make_hash_grid
 from .grid import DenseGrid
 from .neus_mlp import ColorNetwork, SDFNetwork, SingleVariance
@@ -151,10 +150,8 @@ class NeuSField(nn.Module):
 
     def surface_area(self) -> torch.Tensor:
         """Grid backend: area of the SDF's zero level (occupancy sigmoid(-sdf / voxel)), world units^2."""
-        g = self.sdf_grid
-        voxel = float(g.voxel_size.mean())
-        occ = g.band_occupancy(lambda v: torch.sigmoid(-v / voxel))
-        return g.values.sum() * 0.0 if occ is None else surface_area(occ, voxel)
+        area = self.sdf_grid.zero_level_area(float(self.sdf_grid.voxel_size.mean()))
+        return self.sdf_grid.values.sum() * 0.0 if area is None else area
 
     def curvature_loss(self, points: torch.Tensor) -> torch.Tensor:
         """Grid backend: the SDF grid's squared Laplacian at the vertices nearest ``points`` [N, 3]."""
