@@ -173,10 +173,11 @@ def hull_init_sdf(cfg: ReconConfig, hull: HullResult, box, resolution: int, came
     are given, its unseen base relaxed and the rest of its unseen surface filled (recon/unseen.py)."""
     lo, hi = box
     sdf = hull_signed_distance(hull, _grid_positions(lo, hi, resolution))
-    if cameras is None or (cfg.base_relax_steps <= 0 and not cfg.unseen_fill):
+    if cameras is None:
         return sdf
     grid = DenseGrid(resolution, 1, lo, hi, sdf[:, None], trainable=False)
-    relax_unseen_base(grid, cameras, cfg.base_relax_steps)
+    if cfg.base_relax_steps > 0:
+        relax_unseen_base(grid, cameras, cfg.base_relax_steps)
     if cfg.unseen_fill:
         fill_unseen(grid, cameras, tension=cfg.unseen_fill_tension)
     return grid.values[:, 0].clone()

@@ -21,6 +21,9 @@ import trimesh
 
 from .fields.grid import DenseGrid
 
+SEEN_COS = 0.17  # a camera sees a surface within 80 deg of face-on (cosine above this)
+FACE_ON_COS = 0.5  # ... looks at it face-on: within 60 deg
+
 
 def camera_facing_cos(positions: torch.Tensor, normals: torch.Tensor, cameras: torch.Tensor,
                       chunk: int = 1 << 16) -> torch.Tensor:
@@ -45,7 +48,8 @@ def facing_cameras(grid: DenseGrid, cameras: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def unseen_base(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = 0.17, face_on_cos: float = 0.5) -> torch.Tensor:
+def unseen_base(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = SEEN_COS,
+                face_on_cos: float = FACE_ON_COS) -> torch.Tensor:
     """Vertices [R^3] bool that may move: below the lowest surface vertex some camera sees face-on (normal
     within 60 deg of its direction: cosine >= ``face_on_cos``), except surface vertices some camera sees at
     all (cosine > ``seen_cos``, 80 deg). Deeper vertices move freely (their normals, which point to the
@@ -97,12 +101,8 @@ def thin_plate_fill(mesh: trimesh.Trimesh, free: np.ndarray, tension: float = 0.
     import scipy.sparse as sp
     from scipy.sparse.linalg import spsolve
 
-    n = len(mesh.vertices)
-    edges = mesh.edges_unique
-    rows, cols = np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]]
-    adjacency = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
-    degree = np.asarray(adjacency.sum(axis=1)).ravel().clip(1)
-    laplacian = sp.identity(n, format="csr") - sp.diags(1.0 / degree) @ adjacency
+    neighbour_mean = trimesh.smoothing.laplacian_calculation(mesh, equal_weight=True)  # each row: 1 / degree
+    laplacian = sp.identity(len(mesh.vertices), format="csr") - neighbour_mean.tocsr()
     bilaplacian = (laplacian @ laplacian + tension * laplacian).tocsr()
     f, b = np.nonzero(free)[0], np.nonzero(~free)[0]
     x = np.asarray(mesh.vertices, dtype=np.float64).copy()
@@ -116,8 +116,8 @@ def thin_plate_fill(mesh: trimesh.Trimesh, free: np.ndarray, tension: float = 0.
 
 
 @torch.no_grad()
-def fill_unseen(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = 0.17, face_on_cos: float = 0.5,
-                tension: float = 1.0) -> int:
+def fill_unseen(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = SEEN_COS,
+                face_on_cos: float = FACE_ON_COS, tension: float = 1.0) -> int:
     """Replace the surface of the SDF in ``grid`` that no camera [C, 3] sees (above the base, which
     :func:`relax_unseen_base` flattens) by :func:`thin_plate_fill` of the seen surface around it, inwards
     only; returns the number of mesh vertices moved.
@@ -146,11 +146,11 @@ def fill_unseen(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = 0.17, 
         return 0
     free = ~seen & (mesh.vertices[:, 2] >= mesh.vertices[face_on, 2].min())  # the base is relax_unseen_base's
     filled = thin_plate_fill(mesh, free, tension)
-    moved = np.linalg.norm(filled - mesh.vertices, axis=1) > 1e-6
+    displacement = np.linalg.norm(filled - mesh.vertices, axis=1)
+    moved = displacement > 1e-6
     if not moved.any():
         return 0
-    voxel = float(grid.voxel_size.max())
-    reach = float(np.linalg.norm(filled - mesh.vertices, axis=1).max()) + 3.0 * voxel
+    reach = float(displacement.max()) + 3.0 * float(grid.voxel_size.max())
     points = grid.vertex_positions().cpu().numpy()
     near = np.nonzero(values.reshape(-1) < reach)[0]  # inside or near the surface: may change
     dist, _ = cKDTree(mesh.vertices[moved]).query(points[near], distance_upper_bound=reach)
