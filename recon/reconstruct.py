@@ -31,6 +31,7 @@ from .fields.hull_field import HullField
 from .fields.neus import NeuSField
 from .fields.voxel import VoxelNeRF
 from .hull import HullResult, carve_hull, estimate_bounds
+from .meshing import extract_mesh, grid_points
 from .occupancy import OccupancyGrid, use_occupancy_grid
 from .rays import RayBatch, RaySampler, take_rays, build_ray_bank, march_bounds, ray_aabb, ray_sphere
 from .trainer import CHECKPOINT_NAME, grid_resolutions, match_grids, train
@@ -144,7 +145,7 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
     center = (lo + hi) / 2.0
     radius = float(np.linalg.norm(hi - lo) / 2.0)
     bound_res = min(cfg.hull_resolution, 128)
-    bound_pos = _grid_positions(lo, hi, bound_res)
+    bound_pos = grid_points(lo, hi, bound_res)
     bound_sdf = hull.hull_sdf(bound_pos)
     bound_margin = bound_margin_for(hull)
     with torch.random.fork_rng(devices=[]):
@@ -172,7 +173,7 @@ def hull_init_sdf(cfg: ReconConfig, hull: HullResult, box, resolution: int, came
     """The hull's signed distance at the vertices of a ``resolution``^3 grid over ``box`` [R^3]; when cameras
     are given, its unseen base relaxed and the rest of its unseen surface filled (recon/unseen.py)."""
     lo, hi = box
-    sdf = hull_signed_distance(hull, _grid_positions(lo, hi, resolution))
+    sdf = hull_signed_distance(hull, grid_points(lo, hi, resolution))
     if cameras is None:
         return sdf
     grid = DenseGrid(resolution, 1, lo, hi, sdf[:, None], trainable=False)
@@ -213,11 +214,6 @@ def hull_signed_distance(hull: HullResult, points: torch.Tensor, band_voxels: fl
         trusted = unsigned <= sdf[band].abs() + hull.voxel_size
         sdf[band] = torch.where(trusted, exact, sdf[band])
     return sdf
-
-
-def _grid_positions(lo, hi, resolution: int) -> torch.Tensor:
-    axes = [torch.linspace(float(a), float(b), resolution) for a, b in zip(lo, hi)]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
 # -- the stage ------------------------------------------------------------------------------------------------
@@ -316,8 +312,6 @@ def load_field(path, device="cpu"):
 
 def field_to_mesh(field_, mesh_cfg: MeshConfig) -> trimesh.Trimesh:
     """Marching cubes on the field (SDF at 0, density at the threshold), cleaned, with vertex colours."""
-    from .meshing import extract_mesh
-
     if isinstance(field_, HullField):
         return field_.mesh(mesh_cfg)
     lo, hi = field_.aabb()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import surface_area
+from ..meshing import grid_points
 
 # Corner offsets (i, j, k) in {0, 1}^3, in the order the flat index offsets below use.
 _CORNERS = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
@@ -106,8 +107,7 @@ class DenseGrid(nn.Module):
 
     def vertex_positions(self) -> torch.Tensor:
         """World positions of all vertices, [R^3, 3], in the grid's flat order."""
-        axes = [torch.linspace(float(lo), float(hi), self.resolution) for lo, hi in zip(self.aabb_min, self.aabb_max)]
-        return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3).to(self.aabb_min.device)
+        return grid_points(self.aabb_min.cpu(), self.aabb_max.cpu(), self.resolution).to(self.aabb_min.device)
 
     def to_voxel(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.aabb_min) / self.voxel_size
