@@ -22,6 +22,16 @@ Y_UP_TO_Z_UP = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]
 Z_UP_TO_Y_UP = np.linalg.inv(Y_UP_TO_Z_UP)
 
 
+def raycasting_scene(vertices: np.ndarray, faces: np.ndarray):
+    """An open3d ``RaycastingScene`` holding one triangle mesh (rays, distances, closest points, inside tests)."""
+    import open3d as o3d  # slow to import: only where a scene is needed
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.asarray(vertices, dtype=np.float32)),
+                        o3d.core.Tensor(np.asarray(faces, dtype=np.uint32)))
+    return scene
+
+
 # ----------------------------------------------------------------------------------------------- loading
 
 

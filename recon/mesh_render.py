@@ -34,6 +34,7 @@ from img2mesh.data.progress import progress
 from img2mesh.data.views import View, Views, write_views
 
 from .mesh_io import Y_UP_TO_Z_UP, Z_UP_TO_Y_UP, load_mesh, normalize_mesh, surface_colors  # noqa: F401 (re-exported)
+from .mesh_io import raycasting_scene
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,7 @@ class _Scene:
         import open3d as o3d  # slow to import: only when rendering
 
         self.mesh = mesh
-        self.scene = o3d.t.geometry.RaycastingScene()
-        self.scene.add_triangles(
-            o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
-            o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)),
-        )
+        self.scene = raycasting_scene(mesh.vertices, mesh.faces)
         self.vertex_normals = smooth_vertex_normals(mesh) if smooth else None
         self._o3d = o3d
 

@@ -22,6 +22,8 @@ from scipy.spatial import cKDTree
 
 from img2mesh.data.errors import InputError
 
+from .mesh_io import raycasting_scene
+
 
 def gt_normalization(gt: trimesh.Trimesh) -> tuple[np.ndarray, float]:
     """(centre [3], scale): ``(x - centre) * scale`` puts ``gt``'s bounding box at the origin, longest side 1."""
@@ -55,9 +57,7 @@ def occupancy(mesh: trimesh.Trimesh, points: np.ndarray, rays: int = 7) -> np.nd
     import open3d as o3d
 
     assert rays % 2 == 1, f"rays must be odd (a majority vote), got {rays}"
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
-                        o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
+    scene = raycasting_scene(mesh.vertices, mesh.faces)
     points = np.asarray(points, dtype=np.float32)
     votes = np.zeros(len(points), dtype=np.int32)
     for d in ray_directions(rays).astype(np.float32):

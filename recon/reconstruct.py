@@ -31,6 +31,7 @@ from .fields.hull_field import HullField
 from .fields.neus import NeuSField
 from .fields.voxel import VoxelNeRF
 from .hull import HullResult, carve_hull, estimate_bounds
+from .mesh_io import raycasting_scene
 from .meshing import extract_mesh, grid_points
 from .occupancy import OccupancyGrid, use_occupancy_grid
 from .rays import RayBatch, RaySampler, take_rays, build_ray_bank, march_bounds, ray_aabb, ray_sphere
@@ -204,9 +205,7 @@ def hull_signed_distance(hull: HullResult, points: torch.Tensor, band_voxels: fl
     sdf = hull.hull_sdf(points)
     band = torch.nonzero(sdf.abs() < band_voxels * hull.voxel_size).squeeze(1)
     if len(band):
-        scene = o3d.t.geometry.RaycastingScene()
-        scene.add_triangles(o3d.core.Tensor(np.asarray(hull.mesh.vertices, dtype=np.float32)),
-                            o3d.core.Tensor(np.asarray(hull.mesh.faces, dtype=np.uint32)))
+        scene = raycasting_scene(hull.mesh.vertices, hull.mesh.faces)
         query = o3d.core.Tensor(points[band].cpu().numpy().astype(np.float32))
         unsigned = torch.from_numpy(scene.compute_distance(query).numpy()).to(sdf)
         inside = hull.soft_at(points[band]) >= 0.5

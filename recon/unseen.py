@@ -20,6 +20,7 @@ import torch
 import trimesh
 
 from .fields.grid import DenseGrid
+from .mesh_io import raycasting_scene
 
 SEEN_COS = 0.17  # a camera sees a surface within 80 deg of face-on (cosine above this)
 FACE_ON_COS = 0.5  # ... looks at it face-on: within 60 deg
@@ -155,8 +156,7 @@ def fill_unseen(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = SEEN_C
     near = np.nonzero(values.reshape(-1) < reach)[0]  # inside or near the surface: may change
     dist, _ = cKDTree(mesh.vertices[moved]).query(points[near], distance_upper_bound=reach)
     near = near[np.isfinite(dist)]
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(filled.astype(np.float32)), o3d.core.Tensor(mesh.faces.astype(np.uint32)))
+    scene = raycasting_scene(filled, mesh.faces)
     closest = scene.compute_closest_points(o3d.core.Tensor(points[near].astype(np.float32)))
     foot = closest["points"].numpy().astype(np.float64)
     normal = trimesh.Trimesh(filled, mesh.faces, process=False).face_normals[closest["primitive_ids"].numpy()]
