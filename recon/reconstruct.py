@@ -179,7 +179,7 @@ def hull_init_sdf(cfg: ReconConfig, hull: HullResult, box, resolution: int, came
         return sdf
     grid = DenseGrid(resolution, 1, lo, hi, sdf[:, None], trainable=False)
     if cfg.base_relax_steps > 0:
-        relax_unseen_base(grid, cameras, cfg.base_relax_steps)
+        relax_unseen_base(grid, cameras, cfg.base_relax_steps, min_size=cfg.base_relax_min_size)
     if cfg.unseen_fill:
         fill_unseen(grid, cameras, tension=cfg.unseen_fill_tension)
     return grid.values[:, 0].clone()

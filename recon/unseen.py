@@ -6,8 +6,10 @@ since no ray reaches it. Two priors replace it, both moving only unseen surface 
 
 - the base (below the lowest surface any camera sees face-on): a cone under a flat base (0.15 deep under the
   Stanford bunny) relaxes to the smallest surface spanning what the cameras see, by gradient steps on the
-  area of the SDF's zero level (mean-curvature flow). A cone with a flat rim relaxes to the flat disc. Higher
-  up the same flow thins a tail or a snout (measured on spot), hence
+  area of the SDF's zero level (mean-curvature flow). A cone with a flat rim relaxes to the flat disc. Small
+  patches (a foot's sole) are left as carved: their cone is shallow (0.007 under spot's hooves) while the
+  flow, whose rim is only known to the band's voxel or two, lifted them 0.015 above the truth. Higher up the
+  same flow thins a tail or a snout (measured on spot), hence
 - the rest (a belly between legs, under a chin): the unseen mesh vertices are re-placed by a linear solve,
   bending plus membrane energy with the seen vertices fixed around them; a solve cannot run away into thin
   parts the way a flow does. Under the middle of spot's belly the hull stood 0.032 below the true surface, the
@@ -50,27 +52,58 @@ def facing_cameras(grid: DenseGrid, cameras: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def unseen_base(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = SEEN_COS,
-                face_on_cos: float = FACE_ON_COS) -> torch.Tensor:
+                face_on_cos: float = FACE_ON_COS, min_size: float = 0.0) -> torch.Tensor:
     """Vertices [R^3] bool that may move: below the lowest surface vertex some camera sees face-on (normal
     within 60 deg of its direction: cosine >= ``face_on_cos``), except surface vertices some camera sees at
     all (cosine > ``seen_cos``, 80 deg). Deeper vertices move freely (their normals, which point to the
-    nearest surface, are undefined on the distance field's ridges)."""
+    nearest surface, are undefined on the distance field's ridges). Patches narrower than ``min_size`` x the
+    grid box's longest side stay fixed (see the module docstring): a patch is a connected part of the free
+    vertices in the area term's band (|sdf| < 5 voxels), its width the horizontal diagonal of its inside part."""
     voxel = float(grid.voxel_size.max())
     sdf = grid.values[:, 0]
     cos = facing_cameras(grid, cameras)
-    z = grid.vertex_positions()[:, 2].to(sdf)
+    positions = grid.vertex_positions().to(sdf)
     surface = sdf.abs() < 1.5 * voxel
     face_on = surface & (cos >= face_on_cos)
     if not face_on.any():
         return torch.zeros_like(face_on)
-    return (z < z[face_on].min()) & ~(surface & (cos > seen_cos))
+    free = (positions[:, 2] < positions[face_on, 2].min()) & ~(surface & (cos > seen_cos))
+    if min_size > 0:
+        box = float((grid.aabb_max - grid.aabb_min).max())
+        free &= ~narrow_patches(free & (sdf.abs() < 5.0 * voxel), sdf < 0, positions, grid.resolution,
+                                min_size * box)
+    return free
 
 
-def relax_unseen_base(grid: DenseGrid, cameras: torch.Tensor, steps: int, step_voxels: float = 0.3) -> int:
+def narrow_patches(mask: torch.Tensor, inside: torch.Tensor, positions: torch.Tensor, resolution: int,
+                   min_width: float) -> torch.Tensor:
+    """[R^3] bool: the vertices of ``mask`` [R^3] (26-connected components on the grid) whose component is
+    narrower than ``min_width``: the diagonal of the x-y bounding box (``positions`` [R^3, 3]) of its vertices
+    that are ``inside`` [R^3] (a component with none counts as narrow)."""
+    import scipy.ndimage as ndi
+
+    r = resolution
+    labels, n = ndi.label(mask.reshape(r, r, r).cpu().numpy(), structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return torch.zeros_like(mask)
+    labels = labels.reshape(-1)
+    index = np.arange(1, n + 1)
+    measured = np.where(inside.cpu().numpy(), labels, 0)
+    xy = positions[:, :2].cpu().numpy()
+    lo = np.stack([ndi.minimum(xy[:, k], measured, index) for k in (0, 1)], 1)
+    hi = np.stack([ndi.maximum(xy[:, k], measured, index) for k in (0, 1)], 1)
+    width = np.where(np.isin(index, measured), np.linalg.norm(hi - lo, axis=1), 0.0)
+    narrow = np.concatenate([[False], width < min_width])
+    return torch.from_numpy(narrow[labels]).to(mask.device)
+
+
+def relax_unseen_base(grid: DenseGrid, cameras: torch.Tensor, steps: int, step_voxels: float = 0.3,
+                      min_size: float = 0.0) -> int:
     """Mean-curvature flow of the unseen base of the SDF in ``grid`` (in place, inwards only); returns the
     number of vertices free to move. Adam on the area with ``step_voxels`` x voxel steps, the set of free
-    vertices fixed at the start (recomputing it would let the flow climb the seen sides)."""
-    free = unseen_base(grid, cameras)
+    vertices fixed at the start (recomputing it would let the flow climb the seen sides); patches narrower
+    than ``min_size`` (:func:`unseen_base`) stay as they are."""
+    free = unseen_base(grid, cameras, min_size=min_size)
     if steps <= 0 or not free.any():
         return int(free.sum())
     voxel = float(grid.voxel_size.max())
