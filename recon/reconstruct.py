@@ -155,7 +155,13 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
             n = cfg.neus
             init = None
             if n.sdf == "grid" and n.grid_init == "hull":
-                init = hull_init_sdf(cfg, hull, box, n.grid_coarse_resolution or n.grid_resolution, cameras)
+                # The unseen priors work at the full resolution; a coarse-to-fine run starts from that, sampled
+                # down (priors run on the coarse grid itself: spot NeuS 0.00325 against 0.00312).
+                init = hull_init_sdf(cfg, hull, box, n.grid_resolution, cameras)
+                if n.grid_coarse_resolution and n.grid_coarse_resolution != n.grid_resolution:
+                    grid = DenseGrid(n.grid_resolution, 1, lo, hi, init[:, None], trainable=False)
+                    grid.resample(n.grid_coarse_resolution)
+                    init = grid.values[:, 0]
             return NeuSField(n, center, radius, lo, hi, sdf_init=init, bound_sdf=bound_sdf,
                              bound_resolution=bound_res, bound_margin=bound_margin, device=device).to(device)
         if cfg.method == "voxel":
