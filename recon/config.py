@@ -73,6 +73,8 @@ class VoxelConfig:
     """SJC voxel NeRF: dense density + colour grids, sigma = softplus(d * exp(d_scale) + shift)."""
 
     resolution: int = 100  # density voxels per side (SJC: 100^3 over [-1, 1]^3)
+    coarse_resolution: int = 0  # >0: the density grid starts at this resolution, upsampled at upsample_at
+    upsample_at: float = 0.5  # fraction of steps
     color_resolution: int = 100  # colour voxels per side
     density_shift: float = -1.0  # SJC's shift: empty space has sigma = softplus(-1) ~ 0.31 at d = 0
     step_size: float = 0.01  # ray-march step in world units (SJC 0.01 over [-1, 1]^3)

@@ -157,13 +157,13 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
             log.info("resuming reconstruction from step %d", start)
         else:
             log.warning("ignoring %s: it was written with another recon config", ckpt_path)
-    upsample_step = _upsample_step(cfg)
+    upsample_step, upsample_grid, upsample_to = coarse_to_fine(cfg)
     t0, psnrs, terms = time.time(), [], {}
     end = cfg.steps if stop_at is None else max(start, min(cfg.steps, int(stop_at)))
     bar = progress(range(start, end), total=cfg.steps, desc=f"recon {cfg.method}", initial=start)
     for step in bar:
         if step == upsample_step:
-            field.sdf_grid.resample(cfg.neus.grid_resolution)
+            getattr(field, upsample_grid).resample(upsample_to)
             optimizer = make_optimizer(cfg, field)  # fresh moments for the re-gridded parameters
         factor = learning_rate_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_final_ratio)
         for g in optimizer.param_groups:
@@ -199,11 +199,17 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
                        {k: float(v.detach()) for k, v in terms.items()}, start)
 
 
-def _upsample_step(cfg: ReconConfig) -> int:
-    """Step at which the grid SDF goes from its coarse to its full resolution (-1 if never)."""
-    n = cfg.neus
-    if cfg.method != "neus" or n.sdf != "grid" or not n.grid_coarse_resolution:
-        return -1
-    if n.grid_coarse_resolution == n.grid_resolution:
-        return -1
-    return int(n.grid_upsample_at * cfg.steps)
+def coarse_to_fine(cfg: ReconConfig) -> tuple[int, str, int]:
+    """(step, grid, resolution): when the geometry grid (NeuS's SDF grid, the voxel NeRF's density grid)
+    goes from its coarse to its full resolution; step -1 if the run is not coarse-to-fine."""
+    if cfg.method == "neus" and cfg.neus.sdf == "grid":
+        n = cfg.neus
+        coarse, full, at, grid = n.grid_coarse_resolution, n.grid_resolution, n.grid_upsample_at, "sdf_grid"
+    elif cfg.method == "voxel":
+        v = cfg.voxel
+        coarse, full, at, grid = v.coarse_resolution, v.resolution, v.upsample_at, "density_grid"
+    else:
+        return -1, "", 0
+    if not coarse or coarse == full:
+        return -1, grid, full
+    return int(at * cfg.steps), grid, full

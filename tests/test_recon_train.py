@@ -81,27 +81,36 @@ def test_killed_run_resumes_bit_identical(tiny_views, tmp_path, occupancy):
     assert not torch.equal(a["sdf_grid.values"], other_seed["state"]["sdf_grid.values"])
 
 
-def test_coarse_to_fine_starts_from_the_full_resolution_init_and_resumes_across_the_upsample(tiny_views, tmp_path):
-    from img2mesh.recon.reconstruct import build_field, hull_for, hull_init_sdf, sampling_box
+@pytest.mark.parametrize("method", ["neus", "voxel"])
+def test_coarse_to_fine_starts_from_the_full_resolution_init_and_resumes_across_the_upsample(tiny_views, tmp_path,
+                                                                                             method):
     from img2mesh.recon.fields.grid import DenseGrid
+    from img2mesh.recon.reconstruct import build_field, hull_for, hull_init_sdf, sampling_box
 
     views = tiny_views
     neus = dataclasses.replace(small_neus(1).neus, grid_resolution=32, grid_coarse_resolution=16,
                                grid_upsample_at=0.75, color_grid_resolution=16)
-    cfg = small_neus(8, checkpoint_every=3, rays_per_batch=256, hull_resolution=32, neus=neus,
-                     loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_eikonal=0.1, lambda_curvature=0.01,
-                                     lambda_area=0.01))
+    voxel = VoxelConfig(resolution=32, coarse_resolution=16, upsample_at=0.75, color_resolution=16, step_size=0.02,
+                        lr=0.05, density_scale_init=5.0)
+    cfg = small_neus(8, method=method, checkpoint_every=3, rays_per_batch=256, hull_resolution=32, neus=neus,
+                     voxel=voxel, loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_eikonal=0.1,
+                                                  lambda_curvature=0.01, lambda_area=0.01,
+                                                  lambda_density_laplacian=1e-5))
     cameras = torch.tensor(np.stack([v.camera.position for v in views]), dtype=torch.float32)
     hull = hull_for(cfg, views)
     box = sampling_box(cfg, hull)
     field = build_field(cfg, hull, box, cameras=cameras)
-    fine = DenseGrid(32, 1, *box, hull_init_sdf(cfg, hull, box, 32, cameras)[:, None], trainable=False)
-    assert field.sdf_grid.resolution == 16
-    coarse_vertices = field.sdf_grid.vertex_positions()
-    assert torch.allclose(field.sdf_grid.values.detach(), fine(coarse_vertices), atol=1e-5)  # the fine init, sampled
+    grid = field.sdf_grid if method == "neus" else field.density_grid
+    fine = hull_init_sdf(cfg, hull, box, 32, cameras)
+    if method == "voxel":  # the density init's ramp is two fine voxels wide
+        fine = voxel.init_density * (-fine / (float((box[1] - box[0]).max()) / 31)).clamp(-1.0, 1.0)
+    fine = DenseGrid(32, 1, *box, fine[:, None], trainable=False)
+    assert grid.resolution == 16
+    assert torch.allclose(grid.values.detach(), fine(grid.vertex_positions()), atol=1e-5)  # the fine init, sampled
 
     whole = reconstruct(cfg, views, tmp_path / "whole", seed=2)
-    assert load_field(whole.field_path).sdf_grid.resolution == 32  # upsampled at step 6
+    field = load_field(whole.field_path)
+    assert (field.sdf_grid if method == "neus" else field.density_grid).resolution == 32  # upsampled at step 6
     part = reconstruct(cfg, views, tmp_path / "split", seed=2, max_steps=5)  # killed before the upsample
     resumed = reconstruct(cfg, views, tmp_path / "split", seed=2)
     assert part.steps == 5 and resumed.stats["resumed_from"] == 5

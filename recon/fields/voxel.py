@@ -22,8 +22,8 @@ class VoxelNeRF(nn.Module):
                  bound_sdf: torch.Tensor | None = None, bound_resolution: int = 0, bound_margin: float = 0.0):
         super().__init__()
         self.shift = float(cfg.density_shift)
-        self.density_grid = DenseGrid(cfg.resolution, 1, aabb_min, aabb_max, 0.0 if density_init is None
-                                      else density_init)
+        res = cfg.coarse_resolution or cfg.resolution  # coarse-to-fine runs start coarse (trainer.coarse_to_fine)
+        self.density_grid = DenseGrid(res, 1, aabb_min, aabb_max, 0.0 if density_init is None else density_init)
         self.d_scale = nn.Parameter(torch.tensor(float(cfg.density_scale_init)))
         channels = 3 if not cfg.view_dependent else 8
         self.color_grid = DenseGrid(cfg.color_resolution, channels, aabb_min, aabb_max, 0.0)
