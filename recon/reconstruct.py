@@ -156,7 +156,7 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
             init = None
             if n.sdf == "grid" and n.grid_init == "hull":
                 # The unseen priors work at the full resolution; a coarse-to-fine run starts from that, sampled
-                # down (priors run on the coarse grid itself: spot NeuS 0.00325 against 0.00312).
+                # down (run on a 64^3 coarse grid itself they cut spot's soles: NeuS 0.00325 against 0.00312).
                 init = hull_init_sdf(cfg, hull, box, n.grid_resolution, cameras)
                 if n.grid_coarse_resolution and n.grid_coarse_resolution != n.grid_resolution:
                     init = sampled_down(init, n.grid_resolution, n.grid_coarse_resolution, box)
