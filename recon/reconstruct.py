@@ -157,9 +157,8 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
             if n.sdf == "grid" and n.grid_init == "hull":
                 # The unseen priors work at the full resolution; a coarse-to-fine run starts from that, sampled
                 # down (run on a 64^3 coarse grid itself they cut spot's soles: NeuS 0.00325 against 0.00312).
-                init = hull_init_sdf(cfg, hull, box, n.grid_resolution, cameras)
-                if n.grid_coarse_resolution and n.grid_coarse_resolution != n.grid_resolution:
-                    init = sampled_down(init, n.grid_resolution, n.grid_coarse_resolution, box)
+                init = sampled_down(hull_init_sdf(cfg, hull, box, n.grid_resolution, cameras), n.grid_resolution,
+                                    n.grid_coarse_resolution, box)
             return NeuSField(n, center, radius, lo, hi, sdf_init=init, bound_sdf=bound_sdf,
                              bound_resolution=bound_res, bound_margin=bound_margin, device=device).to(device)
         if cfg.method == "voxel":
@@ -169,15 +168,17 @@ def build_field(cfg: ReconConfig, hull: HullResult, box, device="cpu", seed: int
                 sdf = hull_init_sdf(cfg, hull, box, v.resolution, cameras)
                 voxel = float((hi - lo).max()) / (v.resolution - 1)
                 init = v.init_density * (-sdf / voxel).clamp(-1.0, 1.0)  # +d inside, -d outside, a 2-voxel ramp
-                if v.coarse_resolution and v.coarse_resolution != v.resolution:
-                    init = sampled_down(init, v.resolution, v.coarse_resolution, box)
+                init = sampled_down(init, v.resolution, v.coarse_resolution, box)
             return VoxelNeRF(v, lo, hi, density_init=init, bound_sdf=bound_sdf, bound_resolution=bound_res,
                              bound_margin=bound_margin).to(device)
     raise InputError(f"unknown recon.method {cfg.method!r}: use one of {', '.join(METHODS)}")
 
 
 def sampled_down(values: torch.Tensor, resolution: int, coarse: int, box) -> torch.Tensor:
-    """A one-channel grid's values [R^3] over ``box`` at the vertices of a ``coarse``^3 grid [coarse^3]."""
+    """A one-channel grid's values [R^3] over ``box`` at the vertices of a ``coarse``^3 grid [coarse^3]; the
+    values as they are when the run is not coarse-to-fine (``coarse`` 0 or the full resolution)."""
+    if not coarse or coarse == resolution:
+        return values
     grid = DenseGrid(resolution, 1, *box, values[:, None], trainable=False)
     grid.resample(coarse)
     return grid.values[:, 0]
