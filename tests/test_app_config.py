@@ -1,4 +1,6 @@
 """Config presets, overrides and their errors."""
+import dataclasses
+
 import pytest
 
 from img2mesh import load_config
@@ -7,13 +9,31 @@ from img2mesh.data.errors import InputError
 
 
 def test_presets_ship_with_the_package():
-    assert {"default", "cpu"} <= set(preset_names())
+    assert {"default", "cpu", "reference"} <= set(preset_names())
 
 
 def test_default_and_cpu():
     default, cpu = load_config("default"), load_config("cpu")
     assert default.diffusion.num_views == 36 and default.diffusion.guidance_scale == 3.0
     assert cpu.device == "cpu" and cpu.diffusion.num_views < default.diffusion.num_views
+
+
+def test_the_reference_preset_is_the_reference_neus():
+    """configs/reference.yaml undoes default.yaml's grid tuning on every key an MLP NeuS reads: its recon is the
+    dataclass defaults (REFERENCE.md's values) except the grid-only and voxel-only settings."""
+    from img2mesh.recon.config import ReconConfig
+
+    grid_only = {"grid_resolution", "grid_coarse_resolution", "grid_upsample_at", "color_grid_resolution",
+                 "grid_gradient", "grid_init", "grid_lr_scale"}
+    reference, paper = load_config("reference").recon, ReconConfig()
+    assert load_config("default").recon.neus.sdf == "grid" and reference.neus.sdf == "mlp"
+    for key in {f.name for f in dataclasses.fields(ReconConfig)} - {"neus", "voxel", "loss"}:
+        assert getattr(reference, key) == getattr(paper, key), key
+    for key in {f.name for f in dataclasses.fields(type(paper.neus))} - grid_only:
+        assert getattr(reference.neus, key) == getattr(paper.neus, key), key
+    for key in {f.name for f in dataclasses.fields(type(paper.loss))} - {"lambda_curvature", "lambda_area",
+                                                                           "lambda_density_laplacian"}:
+        assert getattr(reference.loss, key) == getattr(paper.loss, key), key
 
 
 def test_overrides_apply_last():
