@@ -82,6 +82,7 @@ def run(folder: str, out: str, objects: list[str]) -> None:
     except ImportError:
         has_open3d = False
     recon_module = sys.modules["img2mesh.recon.reconstruct"]
+    own_init, own_distance = recon_module.hull_init_sdf, recon_module.hull_signed_distance
     device = "cuda" if torch.cuda.is_available() else "cpu"
     preset, methods = os.environ.get("PRESET", "default"), os.environ.get("METHODS", "neus").split(",")
     torch.ones(1, device=device).sum().item()  # the CUDA context outside the timings
@@ -89,6 +90,7 @@ def run(folder: str, out: str, objects: list[str]) -> None:
     for name in objects:
         views = read_views(Path(folder) / name)
         init, no_open3d, init_seconds = "mesh distance", [], 0.0
+        recon_module.hull_init_sdf, recon_module.hull_signed_distance = own_init, own_distance  # per object
         if not has_open3d:
             carried, init_seconds = carried_init(Path(folder) / name)
             if carried is not None:
