@@ -163,7 +163,7 @@ def reconstruct_views(views_dir, config: str | None = None, overrides=(), out=No
 
 
 def export_run(run_dir, config: str | None = None, overrides=(), quiet: bool = False) -> RunResult:
-    """`img2mesh export RUN`: (re)mesh a run's trained field, e.g. with other `recon.mesh.*` settings."""
+    """`img2mesh export RUN`: (re)mesh a run's trained field, e.g. with other `export.mesh.*` settings."""
     set_quiet(quiet)
     rd, cfg = open_run(None, run_dir, "run", config, overrides)
     rec = rd.record("recon")

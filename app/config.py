@@ -21,10 +21,12 @@ from img2mesh.data.config import DataConfig
 from img2mesh.data.errors import InputError
 from img2mesh.diffusion.config import DiffusionConfig
 from img2mesh.recon.config import ReconConfig
+from img2mesh.recon.mesh import MeshConfig
 
 
 @dataclass
 class ExportConfig:
+    mesh: MeshConfig = field(default_factory=MeshConfig)  # marching cubes and clean-up of the trained field
     formats: list[str] = field(default_factory=lambda: ["obj", "glb", "ply"])
     turntable: bool = True  # turntable.mp4 of the final mesh
     turntable_frames: int = 60

@@ -109,8 +109,7 @@ class Pipeline:
                            lambda: stages.load_views(self.rd))
 
     def recon(self, views: Views, upstream):
-        recon_cfg = {k: v for k, v in to_dict(self.cfg.recon).items() if k != "mesh"}
-        key = config_hash(recon_cfg, self.cfg.seed, upstream.output_hash)
+        key = config_hash(self.cfg.recon, self.cfg.seed, upstream.output_hash)
 
         def compute():
             result, outputs = stages.recon_stage(self.cfg, views, self.rd, self.device)
@@ -122,7 +121,7 @@ class Pipeline:
         return self._stage("recon", key, compute, load)
 
     def export(self, field_path: Path, views: Views | None, upstream):
-        key = config_hash(self.cfg.recon.mesh, self.cfg.export, upstream.output_hash)
+        key = config_hash(self.cfg.export, upstream.output_hash)
         files, _ = self._stage("export", key,
                                lambda: stages.export_stage(self.cfg, Path(field_path), views, self.rd, self.device),
                                lambda: stages.load_mesh_files(self.cfg, self.rd))

@@ -146,7 +146,7 @@ def export_stage(cfg: Config, field_path: Path, views: Views | None, rd: RunDir,
     unknown = sorted(set(cfg.export.formats) - {"obj", "glb", "ply"})
     if unknown:
         raise InputError(f"unknown export format(s) {unknown}: choose from obj, glb, ply")
-    mesh = field_to_mesh(load_field(field_path, device=device), cfg.recon.mesh)
+    mesh = field_to_mesh(load_field(field_path, device=device), cfg.export.mesh)
     meshes = export_mesh(mesh, rd.root, formats=tuple(cfg.export.formats), stem="mesh")
     outputs = list(meshes.values())
     files = MeshFiles(meshes=meshes, stats={"vertices": len(mesh.vertices), "faces": len(mesh.faces)})

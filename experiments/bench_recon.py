@@ -39,7 +39,7 @@ from img2mesh.config import load_config  # noqa: E402
 from img2mesh.data.cameras import camera_rays  # noqa: E402
 from img2mesh.data.progress import set_quiet  # noqa: E402
 from img2mesh.recon import mesh_metrics  # noqa: E402
-from img2mesh.recon.mesh_render import render_mesh  # noqa: E402
+from img2mesh.recon.mesh.render import render_mesh  # noqa: E402
 from img2mesh.recon.reconstruct import field_to_mesh, load_field, reconstruct  # noqa: E402
 
 TARGETS = {"cpu": {"chamfer_ratio": 0.8, "seconds": 600.0}, "default": {"chamfer_ratio": 0.6, "seconds": 60.0}}
@@ -66,10 +66,11 @@ def seen_chamfer(mesh, gt_points: np.ndarray, cameras) -> float:
 
 def run_one(preset: str, name: str, method: str, views, gt, gt_seen: np.ndarray, device: str, seed: int,
             work: Path, overrides: list[str] = ()) -> dict:
-    cfg = load_config(preset, [f"recon.method={method}", *overrides]).recon
+    full = load_config(preset, [f"recon.method={method}", *overrides])
+    cfg = full.recon
     t0 = time.time()
     result = reconstruct(cfg, views, work / f"{name}-{method}", seed=seed, device=device, resume=False)
-    mesh = field_to_mesh(load_field(result.field_path, device=device), cfg.mesh)
+    mesh = field_to_mesh(load_field(result.field_path, device=device), full.export.mesh)
     seconds = time.time() - t0
     m = mesh_metrics(mesh, gt)
     return {"object": name, "method": method, "preset": preset, "steps": result.steps, "seconds": round(seconds, 1),

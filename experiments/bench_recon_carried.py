@@ -100,11 +100,12 @@ def run(folder: str, out: str, objects: list[str]) -> None:
                 recon_module.hull_signed_distance = lambda hull, points, band_voxels=3.0: hull.hull_sdf(points)
                 init, no_open3d = "grid distance, no unseen fill", ["recon.unseen_fill=false"]
         for method in methods:
-            cfg = load_config(preset, [f"recon.method={method}", *no_open3d]).recon
+            full = load_config(preset, [f"recon.method={method}", *no_open3d])
+            cfg = full.recon
             torch.cuda.synchronize() if device == "cuda" else None
             t0 = time.time()
             result = reconstruct(cfg, views, Path("/tmp/carried") / f"{name}-{method}", device=device, resume=False)
-            mesh = field_to_mesh(load_field(result.field_path, device=device), cfg.mesh)
+            mesh = field_to_mesh(load_field(result.field_path, device=device), full.export.mesh)
             np.savez_compressed(Path(out) / f"{name}-{method}.npz", vertices=np.asarray(mesh.vertices, np.float32),
                                 faces=np.asarray(mesh.faces, np.int32))
             rows.append({"object": name, "method": method, "preset": preset, "steps": result.steps, "init": init,
@@ -129,9 +130,10 @@ def score(out: str) -> None:
         cams = [v.camera for v in views]
         gt_seen = seen_points(gt, cams)
         if name not in hulls:
-            cfg = load_config("cpu", ["recon.method=hull"]).recon
+            full = load_config("cpu", ["recon.method=hull"])
+            cfg = full.recon
             hull = field_to_mesh(load_field(reconstruct(cfg, views, Path("/tmp/carried") / f"{name}-hull").field_path),
-                                 cfg.mesh)
+                                 full.export.mesh)
             hulls[name] = (mesh_metrics(hull, gt), seen_chamfer(hull, gt_seen, cams))
         z = np.load(Path(out) / f"{name}-{row['method']}.npz")
         mesh = trimesh.Trimesh(z["vertices"], z["faces"], process=False)

@@ -1,7 +1,7 @@
 """The recon stage: posed views -> a saved field (NeuS SDF, voxel NeRF, or the carved hull) -> mesh.
 
     result = reconstruct(cfg.recon, views, out_dir, seed=0, device="cpu")
-    mesh = field_to_mesh(load_field(result.field_path), cfg.recon.mesh)
+    mesh = field_to_mesh(load_field(result.field_path), cfg.export.mesh)
 
 Every method carves the visual hull first (seconds): it is the ``hull`` method's result, the optimisers'
 sampling bounds (rays are marched only where the hull is) and their initial shape.
@@ -25,14 +25,15 @@ from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_bytes
 from img2mesh.data.views import View, Views
 
-from .config import MeshConfig, NeuSConfig, ReconConfig, VoxelConfig
+from .config import NeuSConfig, ReconConfig, VoxelConfig
+from .mesh.config import MeshConfig
 from .fields.grid import DenseGrid
 from .fields.hull_field import HullField
 from .fields.neus import NeuSField
 from .fields.voxel import VoxelNeRF
 from .hull import HullResult, carve_hull, estimate_bounds
-from .mesh_io import raycasting_scene
-from .meshing import extract_mesh, grid_points
+from .mesh.io import raycasting_scene
+from .mesh.meshing import extract_mesh, grid_points
 from .occupancy import OccupancyGrid, use_occupancy_grid
 from .rays import RayBatch, RaySampler, take_rays, build_ray_bank, march_bounds, ray_aabb, ray_sphere
 from .trainer import CHECKPOINT_NAME, grid_resolutions, match_grids, train

@@ -8,7 +8,7 @@ from img2mesh.data.cameras import camera_from_spherical, ring_cameras
 from img2mesh.data.errors import InputError
 from img2mesh.data.views import View, Views
 from img2mesh.recon.hull import carve_hull, estimate_bounds
-from img2mesh.recon.mesh_render import render_views
+from img2mesh.recon.mesh.render import render_views
 
 
 @pytest.fixture(scope="module")

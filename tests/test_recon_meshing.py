@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from img2mesh.data.errors import InputError
-from img2mesh.recon.config import MeshConfig
-from img2mesh.recon.meshing import evaluate_grid, evaluate_in_chunks, extract_mesh, grid_points
+from img2mesh.recon.mesh import MeshConfig
+from img2mesh.recon.mesh.meshing import evaluate_grid, evaluate_in_chunks, extract_mesh, grid_points
 
 
 def sphere_sdf(centre=(0.0, 0.0, 0.0), radius=0.5):
@@ -72,7 +72,7 @@ def test_components_smoothing_decimation_and_colours():
 
 
 def test_empty_field_suggests_a_threshold():
-    with pytest.raises(InputError, match=r"field is empty at level 50: try recon.mesh.threshold="):
+    with pytest.raises(InputError, match=r"field is empty at level 50: try export.mesh.threshold="):
         extract_mesh(lambda p: torch.zeros(len(p)), -1, 1, 8, 50.0)
     with pytest.raises(InputError, match="must be 'auto' or a number"):
         MeshConfig(threshold="high").level(0.0)

@@ -4,7 +4,7 @@ import pytest
 import trimesh
 
 from img2mesh.data.errors import InputError
-from img2mesh.recon.metrics import cell_centres, mesh_metrics, occupancy
+from img2mesh.recon.mesh.metrics import cell_centres, mesh_metrics, occupancy
 
 
 def sphere(radius, centre=(0.0, 0.0, 0.0)):

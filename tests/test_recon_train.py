@@ -11,8 +11,8 @@ from img2mesh.data.views import View, Views
 from img2mesh.recon import MeshConfig
 from img2mesh.recon.config import LossConfig, NeuSConfig, OccupancyConfig, ReconConfig, VoxelConfig
 from img2mesh.recon.fields.voxel import VoxelNeRF
-from img2mesh.recon.mesh_render import load_mesh, normalize_mesh, render_views
-from img2mesh.recon.metrics import mesh_metrics
+from img2mesh.recon.mesh.render import load_mesh, normalize_mesh, render_views
+from img2mesh.recon.mesh.metrics import mesh_metrics
 from img2mesh.recon.reconstruct import field_to_mesh, load_field, reconstruct
 
 
@@ -38,8 +38,7 @@ def small_neus(steps: int, **overrides) -> ReconConfig:
                       n_importance=12, up_sample_steps=2, cos_anneal_steps=0)
     cfg = ReconConfig(method="neus", steps=steps, rays_per_batch=1024, foreground_fraction=0.5, lr=0.01,
                       warmup_steps=10, lr_final_ratio=0.1, checkpoint_every=0, hull_resolution=64, neus=neus,
-                      loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_eikonal=0.1),
-                      mesh=MeshConfig(resolution=96))
+                      loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_eikonal=0.1))
     return dataclasses.replace(cfg, **overrides)
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import surface_area
-from ..meshing import grid_points
+from ..mesh.meshing import grid_points
 
 # Corner offsets (i, j, k) in {0, 1}^3, in the order the flat index offsets below use.
 _CORNERS = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]

@@ -34,7 +34,7 @@ class HullField(nn.Module):
 
     def mesh(self, mesh_cfg) -> trimesh.Trimesh:
         """The carved hull's surface (the grid's own resolution: the carving already fixed the detail)."""
-        from ..meshing import mesh_from_grid
+        from ..mesh.meshing import mesh_from_grid
 
         level = mesh_cfg.level(self.threshold)
         return mesh_from_grid(self.soft.cpu().numpy(), -self.bounds, self.bounds, level, inside="above",

@@ -33,8 +33,8 @@ from img2mesh.data.io import atomic_write_bytes, atomic_write_text, png_bytes
 from img2mesh.data.progress import progress
 from img2mesh.data.views import View, Views, write_views
 
-from .mesh_io import Y_UP_TO_Z_UP, Z_UP_TO_Y_UP, load_mesh, normalize_mesh, surface_colors  # noqa: F401 (re-exported)
-from .mesh_io import raycasting_scene
+from .io import Y_UP_TO_Z_UP, Z_UP_TO_Y_UP, load_mesh, normalize_mesh, surface_colors  # noqa: F401 (re-exported)
+from .io import raycasting_scene
 
 
 @dataclass(frozen=True)

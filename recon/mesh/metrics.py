@@ -22,7 +22,7 @@ from scipy.spatial import cKDTree
 
 from img2mesh.data.errors import InputError
 
-from .mesh_io import raycasting_scene
+from .io import raycasting_scene
 
 
 def gt_normalization(gt: trimesh.Trimesh) -> tuple[np.ndarray, float]:

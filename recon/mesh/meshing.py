@@ -95,7 +95,7 @@ def marching_cubes(values: np.ndarray, bounds_min, bounds_max, level: float, ins
     if finite.size == 0 or finite.min() >= level or finite.max() <= level:
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"),) * 2
         suggestion = f"{np.quantile(finite, 0.99):.4g}" if finite.size else "a number"
-        raise InputError(f"field is empty at level {level:.4g}: try recon.mesh.threshold={suggestion} "
+        raise InputError(f"field is empty at level {level:.4g}: try export.mesh.threshold={suggestion} "
                          f"(field values range from {lo:.4g} to {hi:.4g})")
     side = resolve_inside(values, level, inside)
     # PyMCubes winds faces outwards when the inside is above the level: mesh (sign * values) at sign * level.
@@ -191,7 +191,7 @@ def extract_mesh(
        largest components kept (0: all);
     4. optional Taubin smoothing (``smooth_iters``) and quadric decimation to ``target_faces`` (0: off);
     5. vertex colours from ``color_fn(points [N, 3]) -> [N, 3]`` in [0, 1], if given.
-    Raises InputError "field is empty at level X: try recon.mesh.threshold=..." when there is no surface.
+    Raises InputError "field is empty at level X: try export.mesh.threshold=..." when there is no surface.
     """
     values = evaluate_grid(query_fn, bounds_min, bounds_max, resolution, chunk=chunk, device=device)
     return mesh_from_grid(values, bounds_min, bounds_max, level, inside=inside, keep_components=keep_components,

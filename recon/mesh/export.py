@@ -22,8 +22,8 @@ from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_path, atomic_write_bytes, png_bytes
 from img2mesh.data.views import View, Views, on_white
 
-from .mesh_io import Z_UP_TO_Y_UP
-from .mesh_render import MeshRender, render_mesh
+from .io import Z_UP_TO_Y_UP
+from .render import MeshRender, render_mesh
 
 FORMATS = ("obj", "glb", "ply")
 
@@ -60,7 +60,7 @@ def export_mesh(
 ) -> dict[str, Path]:
     """Write ``mesh`` as ``out_dir/{stem}.{obj,glb,ply}`` (see the module docstring); returns format -> path."""
     if mesh is None or len(mesh.faces) == 0:
-        raise InputError("the mesh is empty: nothing to export (try another recon.mesh.threshold)")
+        raise InputError("the mesh is empty: nothing to export (try another export.mesh.threshold)")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise InputError(f"unknown export format {unknown[0]!r}: choose from {', '.join(FORMATS)}")

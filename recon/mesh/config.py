@@ -1,0 +1,29 @@
+"""Marching cubes and clean-up settings (the `export.mesh:` section of configs/*.yaml)."""
+from dataclasses import dataclass
+from typing import Union
+
+
+@dataclass
+class MeshConfig:
+    """Marching cubes and clean-up of the reconstructed field (meshing.py: extract_mesh)."""
+
+    resolution: int = 256  # grid nodes per side over the field's bounds (reference NeuS: 512 over [-0.6, 0.6]^3)
+    # Iso-level: "auto" = the field's own rule (SDF: 0; density: the field's auto_threshold()), or a number.
+    threshold: Union[str, float, int] = "auto"
+    keep_components: int = 1  # largest connected components kept (0 = all): drops floaters
+    smooth_iters: int = 0  # Taubin smoothing iterations (0 = off; volume-preserving, unlike Laplacian)
+    target_faces: int = 0  # quadric decimation to about this many faces (0 = off)
+    chunk: int = 65536  # grid points per field query (lower it if meshing runs out of memory)
+
+    def level(self, auto: float) -> float:
+        """The iso-level: ``auto`` (the field's default) when threshold is "auto", else the number given."""
+        if isinstance(self.threshold, str):
+            if self.threshold.strip().lower() == "auto":
+                return float(auto)
+            try:
+                return float(self.threshold)
+            except ValueError:
+                from img2mesh.data.errors import InputError
+
+                raise InputError(f"export.mesh.threshold={self.threshold!r} must be 'auto' or a number") from None
+        return float(self.threshold)
