@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from img2mesh.data.config import DataConfig
 from img2mesh.data.errors import InputError
 from img2mesh.diffusion.config import DiffusionConfig
-from img2mesh.recon.config import ReconConfig
+from img2mesh.recon.config import RENAMED_KEYS, ReconConfig
 from img2mesh.recon.mesh import MeshConfig
 
 
@@ -68,10 +68,13 @@ def load_config(name_or_path: str = "default", overrides: list[str] | tuple[str,
         if name_or_path != "default":
             layers.append(_preset_path(name_or_path))
         for path in layers:
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            layer = OmegaConf.load(path)
+            refuse_renamed(flat_keys(OmegaConf.to_container(layer)), str(path))
+            merged = OmegaConf.merge(merged, layer)
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise InputError(f"config override {bad[0]!r} must look like key=value (e.g. seed=1)")
+        refuse_renamed([o.split("=", 1)[0].strip() for o in overrides], "the command line")
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(merged)
@@ -79,6 +82,21 @@ def load_config(name_or_path: str = "default", overrides: list[str] | tuple[str,
         first = str(e).strip().splitlines()[0]
         key = getattr(e, "full_key", None)
         raise InputError(f"bad config{f' key {key!r}' if key else ''}: {first}") from None
+
+
+def flat_keys(tree, prefix: str = "") -> list[str]:
+    """Dotted keys of a nested dict's leaves (and of its empty sections)."""
+    if isinstance(tree, dict) and tree:
+        return [k for key, value in tree.items() for k in flat_keys(value, f"{prefix}.{key}" if prefix else str(key))]
+    return [prefix] if prefix else []
+
+
+def refuse_renamed(keys, source: str) -> None:
+    """Keys of earlier versions are refused with the key that replaced them, never silently ignored."""
+    for key in keys:
+        for old, new in RENAMED_KEYS.items():
+            if key == old or key.startswith(old + "."):
+                raise InputError(f"config key {key!r} (in {source}) has moved: use {new}{key[len(old):]}")
 
 
 def to_dict(cfg) -> dict:

@@ -13,6 +13,8 @@ from pathlib import Path
 from img2mesh.data.views import Views
 
 from . import stages
+from img2mesh.recon.config import stage_settings
+
 from .config import Config, config_hash, to_dict, to_yaml
 from .rundir import RunDir, environment_info
 
@@ -109,7 +111,7 @@ class Pipeline:
                            lambda: stages.load_views(self.rd))
 
     def recon(self, views: Views, upstream):
-        key = config_hash(self.cfg.recon, self.cfg.seed, upstream.output_hash)
+        key = config_hash(stage_settings(self.cfg.recon), self.cfg.seed, upstream.output_hash)
 
         def compute():
             result, outputs = stages.recon_stage(self.cfg, views, self.rd, self.device)

@@ -214,3 +214,21 @@ def read_cameras_json(path, size: int = 256) -> list[Camera]:
     if not cams:
         raise InputError(f"{path} lists no cameras")
     return cams
+
+
+def mean_up(cameras: list[Camera]) -> np.ndarray:
+    """The world's up [3] as the cameras see it: the mean of their up vectors (c2w's y column), unit length.
+    Around a ring the tilts towards the object cancel; photos and renders are taken roughly upright, so this
+    holds for any world frame (z up here, y up in most OBJ files). Within 1e-6 of a world axis it is that
+    axis exactly, so axis-aligned frames compute bit-identically."""
+    up = np.mean([c.c2w[:3, 1] for c in cameras], axis=0)
+    norm = float(np.linalg.norm(up))
+    if norm < 1e-6:
+        from .errors import InputError
+
+        raise InputError("the cameras' up vectors cancel out: no up direction can be taken from them")
+    up = up / norm
+    axis = int(np.argmax(np.abs(up)))
+    if abs(abs(up[axis]) - 1.0) < 1e-6:
+        up = np.eye(3)[axis] * np.sign(up[axis])
+    return up

@@ -12,11 +12,12 @@ from img2mesh.data.cameras import Camera, camera_rays
 
 from .config import ReconConfig
 from .rays import RayBatch, ray_aabb
-from .trainer import render_batch
+from .methods import METHODS
 
 
 def render_field(field, cfg: ReconConfig, cameras: list[Camera], *, chunk: int = 4096) -> list[np.ndarray]:
     """RGBA [H, W, 4] float32 per camera: straight colour, alpha = rendered opacity (white background)."""
+    method = METHODS[cfg.method]
     device = next(field.buffers()).device
     lo, hi = (torch.as_tensor(np.asarray(b, np.float32), device=device) for b in field.aabb())
     images = []
@@ -32,7 +33,7 @@ def render_field(field, cfg: ReconConfig, cameras: list[Camera], *, chunk: int =
             batch = RayBatch(origins[idx], dirs[idx], torch.zeros(n, 3, device=device), torch.zeros(n, device=device),
                              near[idx], far[idx], torch.ones(n, device=device))
             with torch.enable_grad():  # NeuS normals may come from autograd
-                out = render_batch(cfg, field, batch, cfg.steps, None)
+                out = method.render(cfg, field, batch, cfg.steps, None)
             rgb[idx], opacity[idx] = out.rgb.detach(), out.opacity.detach()
         a = opacity.clamp(0.0, 1.0)[:, None]
         straight = torch.where(a > 1e-4, (rgb - cfg.background * (1.0 - a)) / a.clamp_min(1e-4), torch.ones_like(rgb))

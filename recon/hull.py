@@ -171,7 +171,7 @@ def carve_hull(
     if not occupancy.any():
         raise InputError("the views' silhouettes do not overlap anywhere inside the bounds: check that the masks "
                          "are not empty and the camera poses are right (object at the origin), or let some views "
-                         "disagree with recon.hull_tolerance=0.25")
+                         "disagree with recon.init.hull_tolerance=0.25")
     mesh = mesh_from_grid(soft, -bounds, bounds, threshold, inside="above", keep_components=keep_components)
     # Signed distance between node centres: half a voxel short of either side's nearest node.
     voxel = 2.0 * bounds / (resolution - 1)

@@ -54,18 +54,6 @@ def use_occupancy_grid(cfg: OccupancyConfig, device) -> bool:
     raise InputError(f"recon.occupancy.enabled={cfg.enabled!r}: use auto, on or off")
 
 
-def field_opacity(field, x: torch.Tensor, cell: float) -> torch.Tensor:
-    """The field's opacity across one cell at points ``x`` [N, 3] -> [N]: density x cell length for a
-    density field; for an SDF, NeuS's alpha of a cell-long section through x facing the surface."""
-    if hasattr(field, "density"):
-        return 1.0 - torch.exp(-field.density(x) * cell)
-    sdf, inv_s = field.sdf(x), field.inv_s()
-    outer = torch.sigmoid((sdf + 0.5 * cell) * inv_s)
-    inner = torch.sigmoid((sdf - 0.5 * cell) * inv_s)
-    # Inside the object alpha is ~0 (no crossing), but a ray's span must reach through it: count it opaque.
-    return torch.where(sdf < 0, torch.ones_like(sdf), ((outer - inner) / outer.clamp_min(1e-6)).clamp(0.0, 1.0))
-
-
 class OccupancyGrid(torch.nn.Module):
     """nerfacc's occupancy grid over the field's box, kept in step with the field during training."""
 
@@ -84,14 +72,15 @@ class OccupancyGrid(torch.nn.Module):
 
     @torch.no_grad()
     def update(self, step: int, field) -> None:
-        """Refresh every ``update_every`` steps (nerfacc's EMA update). Its random cell picks and jitter are
-        drawn under a seed fixed by the step, so CPU runs stay deterministic and resumable."""
+        """Refresh from ``field.opacity(x, cell)`` every ``update_every`` steps (nerfacc's EMA update). Its
+        random cell picks and jitter are drawn under a seed fixed by the step, so CPU runs stay deterministic
+        and resumable."""
         c = self.cfg
         if step % c.update_every:
             return
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.use_cuda else []):
             torch.manual_seed(self.seed * 1_000_003 + step)
-            self.estimator._update(step, lambda x: field_opacity(field, x, self.cell), occ_thre=c.threshold,
+            self.estimator._update(step, lambda x: field.opacity(x, self.cell), occ_thre=c.threshold,
                                    ema_decay=c.ema_decay, warmup_steps=c.warmup_steps)
         # One sample per cell can miss a surface that cuts only the cell's corner: grow the occupied cells by
         # one, so a ray entering the object always meets an occupied cell before the surface.

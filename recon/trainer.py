@@ -1,4 +1,5 @@
-"""The optimisation loop shared by NeuS and the voxel NeRF: sample rays, render, named losses, step.
+"""The optimisation loop every method shares: sample rays, render, named losses, step. What differs between
+methods (rendering, their own losses, parameter groups, coarse-to-fine) the method object answers.
 
 Deterministic on CPU for a seed: every random draw (ray batches, stratified jitter, near-view offsets)
 comes from one ``torch.Generator`` whose state is saved in each checkpoint with the field and optimiser,
@@ -17,14 +18,16 @@ from pathlib import Path
 
 import torch
 
+from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_bytes
 from img2mesh.data.progress import progress
 
 from . import losses as L
 from .config import ReconConfig
 from .rays import RayBatch, RaySampler, jittered_patch_rays
-from .schedules import cos_anneal_ratio, learning_rate_factor, loss_weight
-from .volume_render import RenderOutput, render_neus, render_voxel
+from .schedules import learning_rate_factor, loss_weight
+from .methods.base import Method, grid_resolutions, match_grids
+from .volume_render import RenderOutput
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -37,64 +40,69 @@ class TrainResult:
     psnr: float  # of the last 50 batches
     losses: dict  # last step's weighted losses
     resumed_from: int  # 0 if started fresh
+    live: dict  # the method's live stats at the end (NeuS: inv_s)
 
 
-def render_batch(cfg: ReconConfig, field, rays: RayBatch, step: int, generator) -> RenderOutput:
-    """One explicit switch between the two volume renderers."""
-    if cfg.method == "neus":
-        n = cfg.neus
-        return render_neus(field, rays, n.n_samples, n.n_importance, n.up_sample_steps,
-                           cos_anneal=cos_anneal_ratio(step, n.cos_anneal_steps), generator=generator,
-                           background=cfg.background, up_sample_growth=n.up_sample_growth)
-    if cfg.method == "voxel":
-        return render_voxel(field, rays, cfg.voxel.step_size, generator=generator, background=cfg.background)
-    raise ValueError(f"no volume renderer for method {cfg.method!r}")
-
-
-def make_optimizer(cfg: ReconConfig, field) -> torch.optim.Optimizer:
-    """Geometry grids (SDF / density values) step at ``lr * grid_lr_scale``, everything else at ``lr``
-    (``recon.lr`` for NeuS, ``recon.voxel.lr`` for the voxel NeRF). Each group keeps its unscheduled lr in
-    'base_lr'."""
-    lr, scale = (cfg.lr, cfg.neus.grid_lr_scale) if cfg.method == "neus" else (cfg.voxel.lr, cfg.voxel.grid_lr_scale)
-    geometry, rest = [], []
-    for name, p in field.named_parameters():
-        (geometry if name in ("sdf_grid.values", "density_grid.values") else rest).append(p)
-    groups = [g for g in ({"params": geometry, "base_lr": lr * scale}, {"params": rest, "base_lr": lr}) if g["params"]]
+def make_optimizer(cfg: ReconConfig, method: Method, field) -> torch.optim.Optimizer:
+    """The method's geometry parameters step at ``lr * geometry_lr_scale``, everything else at ``lr`` (both from
+    the method's section). Each group keeps its unscheduled lr in 'base_lr'."""
+    s = method.settings(cfg)
+    geometry = {id(p) for p in method.geometry_parameters(field)}
+    groups = [{"params": [p for p in field.parameters() if id(p) in geometry], "base_lr": s.lr * s.geometry_lr_scale},
+              {"params": [p for p in field.parameters() if id(p) not in geometry], "base_lr": s.lr}]
+    groups = [g for g in groups if g["params"]]
     for g in groups:
         g["lr"] = g["base_lr"]
     if cfg.optimizer == "adamw":  # the reference's AdamW; no weight decay (it would shrink grids to zero)
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+        return torch.optim.AdamW(groups, lr=s.lr, weight_decay=0.0)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=s.lr)
     if cfg.optimizer == "adamax":
-        return torch.optim.Adamax(groups, lr=lr)
-    raise ValueError(f"unknown recon.optimizer {cfg.optimizer!r}: use adamw, adam or adamax")
+        return torch.optim.Adamax(groups, lr=s.lr)
+    raise InputError(f"unknown recon.optimizer {cfg.optimizer!r}: use adam, adamw or adamax")
 
 
-def compute_losses(cfg: ReconConfig, field, batch: RayBatch, out: RenderOutput, step: int,
+GENERIC_LOSSES = ("rgb", "mask", "depth_smooth", "near_view", "emptiness", "sparsity")
+PATCH_LOSSES = ("depth_smooth", "near_view")
+
+
+def loss_weights(cfg: ReconConfig, method: Method, step: int) -> dict[str, float]:
+    """Every loss's weight at ``step``: ``recon.loss.lambda_<name>`` for the losses all methods have,
+    ``recon.<section>.lambda_<name>`` for the method's own, times the loss's schedule."""
+    lc = cfg.loss
+    lambdas = {name: getattr(lc, f"lambda_{name}") for name in GENERIC_LOSSES}
+    lambdas.update({name: getattr(method.settings(cfg), f"lambda_{name}") for name in method.losses})
+    return {name: loss_weight(lam, lc.schedules.get(name), step, cfg.steps) for name, lam in lambdas.items()}
+
+
+def check_losses(cfg: ReconConfig, method: Method) -> None:
+    """A loss weighted above 0 must be able to run, and a schedule must name a loss: else a config error."""
+    if not cfg.patches_per_batch:
+        on = [name for name in PATCH_LOSSES if getattr(cfg.loss, f"lambda_{name}")]
+        if on:
+            raise InputError(f"recon.loss.lambda_{on[0]} is on but recon.patches_per_batch is 0: these losses work "
+                             "on square patches of pixels; set recon.patches_per_batch (e.g. 8) or the weight to 0")
+    known = set(GENERIC_LOSSES) | set(method.losses)
+    unknown = sorted(set(cfg.loss.schedules) - known)
+    if unknown:
+        raise InputError(f"recon.loss.schedules names {unknown[0]!r}, which is not a loss of recon.method="
+                         f"{cfg.method}: use one of {', '.join(sorted(known))}")
+
+
+def compute_losses(cfg: ReconConfig, method: Method, field, batch: RayBatch, out: RenderOutput, step: int,
                    near: RenderOutput | None) -> dict[str, torch.Tensor]:
     """The named, weighted losses of one step (weights from config x their schedules)."""
-    lc, total = cfg.loss, cfg.steps
-    names = ("rgb", "mask", "eikonal", "depth_smooth", "near_view", "emptiness", "sparsity", "curvature", "area",
-             "density_laplacian")
-    w = {name: loss_weight(getattr(lc, f"lambda_{name}"), lc.schedules.get(name), step, total) for name in names}
+    w = loss_weights(cfg, method, step)
     terms: dict[str, torch.Tensor] = {}
     if w["rgb"]:
-        terms["rgb"] = w["rgb"] * L.rgb_loss(out.rgb, batch.rgb, batch.weight, lc.rgb)
+        terms["rgb"] = w["rgb"] * L.rgb_loss(out.rgb, batch.rgb, batch.weight, cfg.loss.rgb)
     if w["mask"]:
         terms["mask"] = w["mask"] * L.mask_loss(out.opacity, batch.alpha, batch.weight)
-    if w["eikonal"] and out.gradients is not None:
-        terms["eikonal"] = w["eikonal"] * L.eikonal_loss(out.gradients)
     if w["sparsity"]:
         terms["sparsity"] = w["sparsity"] * L.sparsity_loss(out.opacity, batch.alpha)
     if w["emptiness"]:
-        terms["emptiness"] = w["emptiness"] * L.emptiness_loss(out.weights, lc.emptiness_scale)
-    if w["curvature"] and cfg.method == "neus" and cfg.neus.sdf == "grid" and out.surface_points is not None:
-        terms["curvature"] = w["curvature"] * field.curvature_loss(out.surface_points)
-    if w["density_laplacian"] and cfg.method == "voxel" and out.surface_points is not None:
-        terms["density_laplacian"] = w["density_laplacian"] * field.laplacian_loss(out.surface_points)
-    if w["area"] and cfg.method == "neus" and cfg.neus.sdf == "grid":
-        terms["area"] = w["area"] * field.surface_area()
+        terms["emptiness"] = w["emptiness"] * L.emptiness_loss(out.weights, cfg.loss.emptiness_scale)
+    terms.update(method.extra_losses(cfg, field, out, lambda name: w[name]))
     n_patch = batch.n_patches * batch.patch_size**2
     if n_patch and w["depth_smooth"]:
         p = batch.patch_size
@@ -116,22 +124,9 @@ def _checkpoint_bytes(step: int, field, optimizer, generator, cfg: ReconConfig, 
     return buf.getvalue()
 
 
-def grid_resolutions(field) -> dict[str, int]:
-    """Each grid's resolution by module name (saved with checkpoints and field files)."""
-    return {name: m.resolution for name, m in field.named_modules() if hasattr(m, "resolution")}
-
-
-def match_grids(field, resolutions: dict[str, int]) -> None:
-    """Re-grid the field's grids to saved resolutions (coarse-to-fine runs) before loading its state."""
-    modules = dict(field.named_modules())
-    for name, res in resolutions.items():
-        if name in modules and modules[name].resolution != res:
-            modules[name].resample(res)
-
-
-def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: int = 0, resume: bool = True,
-          meta: dict | None = None, stop_at: int | None = None, occupancy=None) -> TrainResult:
-    """Optimise ``field`` for ``cfg.steps`` steps, checkpointing to ``out_dir/checkpoint.pt``.
+def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir: Path, *, seed: int = 0,
+          resume: bool = True, meta: dict | None = None, stop_at: int | None = None, occupancy=None) -> TrainResult:
+    """Optimise ``field`` (built by ``method``) for ``cfg.steps`` steps, checkpointing to ``out_dir/checkpoint.pt``.
 
     ``occupancy``: an :class:`~img2mesh.recon.occupancy.OccupancyGrid` that follows the field and cuts each
     batch's rays to its occupied cells (None: the rays' hull bounds as they are).
@@ -140,7 +135,8 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
     """
     out_dir = Path(out_dir)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = make_optimizer(cfg, field)
+    check_losses(cfg, method)
+    optimizer = make_optimizer(cfg, method, field)
     start, ckpt_path = 0, out_dir / CHECKPOINT_NAME
     cfg_json = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if resume and ckpt_path.is_file():
@@ -148,7 +144,7 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
         if ckpt["config"] == cfg_json:
             match_grids(field, ckpt["meta"].get("grid_resolutions", {}))
             field.load_state_dict(ckpt["field"])
-            optimizer = make_optimizer(cfg, field)
+            optimizer = make_optimizer(cfg, method, field)
             optimizer.load_state_dict(ckpt["optimizer"])
             generator.set_state(ckpt["generator"])
             if occupancy is not None and ckpt.get("occupancy") is not None:
@@ -157,14 +153,14 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
             log.info("resuming reconstruction from step %d", start)
         else:
             log.warning("ignoring %s: it was written with another recon config", ckpt_path)
-    upsample_step, upsample_grid, upsample_to = coarse_to_fine(cfg)
+    upsample_step, upsample_grid, upsample_to = method.coarse_to_fine(cfg)
     t0, psnrs, terms = time.time(), [], {}
     end = cfg.steps if stop_at is None else max(start, min(cfg.steps, int(stop_at)))
     bar = progress(range(start, end), total=cfg.steps, desc=f"recon {cfg.method}", initial=start)
     for step in bar:
         if step == upsample_step:
             getattr(field, upsample_grid).resample(upsample_to)
-            optimizer = make_optimizer(cfg, field)  # fresh moments for the re-gridded parameters
+            optimizer = make_optimizer(cfg, method, field)  # fresh moments for the re-gridded parameters
         factor = learning_rate_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_final_ratio)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
@@ -172,12 +168,12 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
         if occupancy is not None:
             occupancy.update(step, field)
             batch = occupancy.tighten(batch)
-        out = render_batch(cfg, field, batch, step, generator)
+        out = method.render(cfg, field, batch, step, generator)
         near = None
         if batch.n_patches and cfg.loss.lambda_near_view > 0:
-            near = render_batch(cfg, field, jittered_patch_rays(batch, cfg.loss.near_view_jitter, generator), step,
-                                generator)
-        terms = compute_losses(cfg, field, batch, out, step, near)
+            near = method.render(cfg, field, jittered_patch_rays(batch, cfg.loss.near_view_jitter, generator), step,
+                                 generator)
+        terms = compute_losses(cfg, method, field, batch, out, step, near)
         loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -185,8 +181,7 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
         psnrs = (psnrs + [L.psnr(out.rgb, batch.rgb)])[-50:]
         if step % 10 == 0:
             live = {"loss": f"{float(loss.detach()):.4f}", "psnr": f"{sum(psnrs) / len(psnrs):.2f}"}
-            if cfg.method == "neus":
-                live["inv_s"] = f"{float(field.inv_s().detach()):.0f}"
+            live.update({k: f"{v:.4g}" for k, v in method.live_stats(field).items()})
             bar.set_postfix(live)
         done = step + 1
         periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
@@ -196,20 +191,4 @@ def train(cfg: ReconConfig, field, sampler: RaySampler, out_dir: Path, *, seed: 
                                                                 occupancy))
     bar.close()
     return TrainResult(end, time.time() - t0, sum(psnrs) / max(1, len(psnrs)),
-                       {k: float(v.detach()) for k, v in terms.items()}, start)
-
-
-def coarse_to_fine(cfg: ReconConfig) -> tuple[int, str, int]:
-    """(step, grid, resolution): when the geometry grid (NeuS's SDF grid, the voxel NeRF's density grid)
-    goes from its coarse to its full resolution; step -1 if the run is not coarse-to-fine."""
-    if cfg.method == "neus" and cfg.neus.sdf == "grid":
-        n = cfg.neus
-        coarse, full, at, grid = n.grid_coarse_resolution, n.grid_resolution, n.grid_upsample_at, "sdf_grid"
-    elif cfg.method == "voxel":
-        v = cfg.voxel
-        coarse, full, at, grid = v.coarse_resolution, v.resolution, v.upsample_at, "density_grid"
-    else:
-        return -1, "", 0
-    if not coarse or coarse == full:
-        return -1, grid, full
-    return int(at * cfg.steps), grid, full
+                       {k: float(v.detach()) for k, v in terms.items()}, start, method.live_stats(field))

@@ -1,4 +1,4 @@
-"""What a ring of cameras above the object never sees, taken off the carved hull before training.
+"""What cameras above the object never see, taken off the carved hull before training.
 
 Cameras above an object (a ring at 20 deg, or views generated around an input photo) never see its
 down-facing surfaces: there the hull follows the silhouette rays' tangent planes, and no colour can move it
@@ -26,6 +26,16 @@ from .mesh.io import raycasting_scene
 
 SEEN_COS = 0.17  # a camera sees a surface within 80 deg of face-on (cosine above this)
 FACE_ON_COS = 0.5  # ... looks at it face-on: within 60 deg
+Z_UP = torch.tensor([0.0, 0.0, 1.0])
+
+
+def horizontal_axes(up: torch.Tensor) -> torch.Tensor:
+    """[2, 3]: two unit axes orthogonal to ``up`` [3] and to each other (x and y for z up)."""
+    up = up / up.norm()
+    helper = torch.eye(3, dtype=up.dtype)[int(torch.argmin(up.abs()))]
+    e1 = helper - (helper @ up) * up
+    e1 = e1 / e1.norm()
+    return torch.stack([e1, torch.linalg.cross(up, e1)])
 
 
 def camera_facing_cos(positions: torch.Tensor, normals: torch.Tensor, cameras: torch.Tensor,
@@ -52,13 +62,14 @@ def facing_cameras(grid: DenseGrid, cameras: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def unseen_base(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = SEEN_COS,
-                face_on_cos: float = FACE_ON_COS, min_size: float = 0.0) -> torch.Tensor:
+                face_on_cos: float = FACE_ON_COS, min_size: float = 0.0, up: torch.Tensor = Z_UP) -> torch.Tensor:
     """Vertices [R^3] bool that may move: below the lowest surface vertex some camera sees face-on (normal
     within 60 deg of its direction: cosine >= ``face_on_cos``), except surface vertices some camera sees at
     all (cosine > ``seen_cos``, 80 deg). Deeper vertices move freely (their normals, which point to the
     nearest surface, are undefined on the distance field's ridges). Patches narrower than ``min_size`` x the
     grid box's longest side stay fixed (see the module docstring): a patch is a connected part of the free
-    vertices in the area term's band (|sdf| < 5 voxels), its width the horizontal diagonal of its inside part."""
+    vertices in the area term's band (|sdf| < 5 voxels), its width the horizontal diagonal of its inside part.
+    Heights are along ``up`` [3]."""
     voxel = float(grid.voxel_size.max())
     sdf = grid.values[:, 0]
     cos = facing_cameras(grid, cameras)
@@ -67,19 +78,22 @@ def unseen_base(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = SEEN_C
     face_on = surface & (cos >= face_on_cos)
     if not face_on.any():
         return torch.zeros_like(face_on)
-    free = (positions[:, 2] < positions[face_on, 2].min()) & ~(surface & (cos > seen_cos))
+    up = up.to(positions)
+    height = positions @ up
+    free = (height < height[face_on].min()) & ~(surface & (cos > seen_cos))
     if min_size > 0:
         box = float((grid.aabb_max - grid.aabb_min).max())
-        free &= ~narrow_patches(free & (sdf.abs() < 5.0 * voxel), sdf < 0, positions, grid.resolution,
+        flat = positions @ horizontal_axes(up).T  # [R^3, 2] coordinates across the up axis
+        free &= ~narrow_patches(free & (sdf.abs() < 5.0 * voxel), sdf < 0, flat, grid.resolution,
                                 min_size * box)
     return free
 
 
-def narrow_patches(mask: torch.Tensor, inside: torch.Tensor, positions: torch.Tensor, resolution: int,
+def narrow_patches(mask: torch.Tensor, inside: torch.Tensor, flat: torch.Tensor, resolution: int,
                    min_width: float) -> torch.Tensor:
     """[R^3] bool: the vertices of ``mask`` [R^3] (26-connected components on the grid) whose component is
-    narrower than ``min_width``: the diagonal of the x-y bounding box (``positions`` [R^3, 3]) of its vertices
-    that are ``inside`` [R^3] (a component with none counts as narrow)."""
+    narrower than ``min_width``: the diagonal of the bounding box of the horizontal coordinates ``flat``
+    [R^3, 2] of its vertices that are ``inside`` [R^3] (a component with none counts as narrow)."""
     import scipy.ndimage as ndi
 
     r = resolution
@@ -89,7 +103,7 @@ def narrow_patches(mask: torch.Tensor, inside: torch.Tensor, positions: torch.Te
     labels = labels.reshape(-1)
     index = np.arange(1, n + 1)
     measured = np.where(inside.cpu().numpy(), labels, 0)
-    xy = positions[:, :2].cpu().numpy()
+    xy = flat.cpu().numpy()
     lo = np.stack([ndi.minimum(xy[:, k], measured, index) for k in (0, 1)], 1)
     hi = np.stack([ndi.maximum(xy[:, k], measured, index) for k in (0, 1)], 1)
     width = np.where(np.isin(index, measured), np.linalg.norm(hi - lo, axis=1), 0.0)
@@ -98,12 +112,12 @@ def narrow_patches(mask: torch.Tensor, inside: torch.Tensor, positions: torch.Te
 
 
 def relax_unseen_base(grid: DenseGrid, cameras: torch.Tensor, steps: int, step_voxels: float = 0.3,
-                      min_size: float = 0.0) -> int:
+                      min_size: float = 0.0, up: torch.Tensor = Z_UP) -> int:
     """Mean-curvature flow of the unseen base of the SDF in ``grid`` (in place, inwards only); returns the
     number of vertices free to move. Adam on the area with ``step_voxels`` x voxel steps, the set of free
     vertices fixed at the start (recomputing it would let the flow climb the seen sides); patches narrower
     than ``min_size`` (:func:`unseen_base`) stay as they are."""
-    free = unseen_base(grid, cameras, min_size=min_size)
+    free = unseen_base(grid, cameras, min_size=min_size, up=up)
     if steps <= 0 or not free.any():
         return int(free.sum())
     voxel = float(grid.voxel_size.max())
@@ -151,7 +165,7 @@ def thin_plate_fill(mesh: trimesh.Trimesh, free: np.ndarray, tension: float = 0.
 
 @torch.no_grad()
 def fill_unseen(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = SEEN_COS,
-                face_on_cos: float = FACE_ON_COS, tension: float = 1.0) -> int:
+                face_on_cos: float = FACE_ON_COS, tension: float = 1.0, up: torch.Tensor = Z_UP) -> int:
     """Replace the surface of the SDF in ``grid`` that no camera [C, 3] sees (above the base, which
     :func:`relax_unseen_base` flattens) by :func:`thin_plate_fill` of the seen surface around it, inwards
     only; returns the number of mesh vertices moved.
@@ -159,8 +173,8 @@ def fill_unseen(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = SEEN_C
     On the zero level's mesh (marching cubes at the grid's resolution), vertices whose normal no camera sees
     within 80 deg of grazing (``seen_cos``, occlusion ignored) are free. The SDF is then recomputed exactly
     (open3d) at the grid vertices near the moved ones, and kept where the old value was larger: the result
-    never leaves the hull. Measured on the benchmark hulls (36-view ring, 128^3): spot 0.00408 -> 0.00382,
-    cow 0.00657 -> 0.00644, bunny 0.01002 -> 0.00753 Chamfer."""
+    never leaves the hull. Heights are along ``up`` [3]; its effect on the benchmark hulls is in
+    experiments/README.md."""
     import open3d as o3d
     from scipy.spatial import cKDTree
 
@@ -178,7 +192,8 @@ def fill_unseen(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = SEEN_C
     seen, face_on = (cos > seen_cos).numpy(), (cos >= face_on_cos).numpy()
     if not face_on.any():
         return 0
-    free = ~seen & (mesh.vertices[:, 2] >= mesh.vertices[face_on, 2].min())  # the base is relax_unseen_base's
+    height = np.asarray(mesh.vertices) @ up.cpu().double().numpy()
+    free = ~seen & (height >= height[face_on].min())  # the base is relax_unseen_base's
     filled = thin_plate_fill(mesh, free, tension)
     displacement = np.linalg.norm(filled - mesh.vertices, axis=1)
     moved = displacement > 1e-6

@@ -58,31 +58,35 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tenso
     return bin_b + (u - cdf_b) / denom * (bin_a - bin_b)
 
 
+def neus_section_alpha(sdf_start: torch.Tensor, sdf_end: torch.Tensor, inv_s: torch.Tensor | float) -> torch.Tensor:
+    """NeuS's discrete opacity of a ray section from the SDF at its two ends (any matching shapes): the share of
+    the logistic CDF Phi(s) = sigmoid(inv_s * s) lost across it, (Phi(start) - Phi(end)) / Phi(start), in
+    [0, 1]. The one place NeuS's alpha is computed: rendering, importance sampling, visibility and the
+    occupancy grid all call it."""
+    start_cdf = torch.sigmoid(sdf_start * inv_s)
+    end_cdf = torch.sigmoid(sdf_end * inv_s)
+    return ((start_cdf - end_cdf + 1e-5) / (start_cdf + 1e-5)).clamp(0.0, 1.0)
+
+
 def neus_alpha(sdf: torch.Tensor, cos: torch.Tensor, dists: torch.Tensor, inv_s: torch.Tensor | float,
                cos_anneal: float = 1.0) -> torch.Tensor:
-    """NeuS's discrete opacity of each section from the SDF at its midpoint (all [n_rays, n_samples]).
-
-    The SDF at the section's ends is estimated from the midpoint value and the slope ``cos`` = dir . grad;
-    alpha = (Phi(sdf_prev) - Phi(sdf_next)) / Phi(sdf_prev), Phi = sigmoid(inv_s * x), clipped to [0, 1].
-    ``cos_anneal`` < 1 blends in a slope that never lets alpha vanish early in training (NeuS's anneal).
-    """
+    """NeuS's opacity of each section from the SDF at its midpoint (all [n_rays, n_samples]): the ends are
+    estimated from the midpoint value and the slope ``cos`` = dir . grad. ``cos_anneal`` < 1 blends in a slope
+    that never lets alpha vanish early in training (NeuS's anneal)."""
     iter_cos = -(torch.relu(-cos * 0.5 + 0.5) * (1.0 - cos_anneal) + torch.relu(-cos) * cos_anneal)
-    prev_cdf = torch.sigmoid((sdf - iter_cos * dists * 0.5) * inv_s)
-    next_cdf = torch.sigmoid((sdf + iter_cos * dists * 0.5) * inv_s)
-    return ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clamp(0.0, 1.0)
+    return neus_section_alpha(sdf - iter_cos * dists * 0.5, sdf + iter_cos * dists * 0.5, inv_s)
 
 
 def _upsample_weights(t: torch.Tensor, sdf: torch.Tensor, inv_s: float) -> torch.Tensor:
-    """NeuS's importance weights [n_rays, s - 1] from SDF values at sorted samples t [n_rays, s] (no grad)."""
+    """NeuS's importance weights [n_rays, s - 1] from SDF values at sorted samples t [n_rays, s] (no grad): the
+    slope between samples, never positive (only a surface entered counts), bounds each section's ends."""
     prev_sdf, next_sdf = sdf[:, :-1], sdf[:, 1:]
     dist = t[:, 1:] - t[:, :-1]
     mid = 0.5 * (prev_sdf + next_sdf)
     cos = (next_sdf - prev_sdf) / (dist + 1e-5)
     cos = torch.minimum(torch.cat([torch.zeros_like(cos[:, :1]), cos[:, :-1]], dim=-1), cos).clamp(-1e3, 0.0)
-    prev_cdf = torch.sigmoid((mid - cos * dist * 0.5) * inv_s)
-    next_cdf = torch.sigmoid((mid + cos * dist * 0.5) * inv_s)
-    alpha = (prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)
-    weights, _ = render_weight_from_alpha(alpha.clamp(0.0, 1.0))
+    alpha = neus_section_alpha(mid - cos * dist * 0.5, mid + cos * dist * 0.5, inv_s)
+    weights, _ = render_weight_from_alpha(alpha)
     return weights
 
 
@@ -131,8 +135,8 @@ def render_neus(field, rays: RayBatch, n_samples: int, n_importance: int, up_sam
         # Opacity estimated from the SDF at consecutive samples alone (NeuS's discrete alpha, no gradient
         # needed); it only decides which samples are visible, so it errs towards keeping them (small eps).
         sdf = field.sdf(points)
-        cdf = torch.sigmoid(sdf.reshape(t.shape) * inv_s)  # [n_rays, s]
-        alpha_est = ((cdf[:, :-1] - cdf[:, 1:]) / cdf[:, :-1].clamp_min(1e-6)).clamp(0.0, 1.0)
+        sdf_rays = sdf.reshape(t.shape)  # [n_rays, s]
+        alpha_est = neus_section_alpha(sdf_rays[:, :-1], sdf_rays[:, 1:], inv_s)
         alpha_est = torch.cat([alpha_est, torch.zeros_like(alpha_est[:, :1])], dim=-1)
         visible = render_visibility_from_alpha(alpha_est, early_stop_eps=early_stop_eps).reshape(-1)
         active = visible & (sdf.abs() * inv_s < sdf_band) & (dists.reshape(-1) > 0)

@@ -20,11 +20,11 @@ def test_render_recon_export_metrics(shared, tmp_path, capsys):
     assert (views_dir / "r_000_normal.png").is_file() and (views_dir / "gt_mesh.ply").is_file()
 
     code = main(["recon", "--views", str(views_dir), "--out", str(run), "--quiet", "recon.method=hull",
-                 "recon.hull_resolution=48", "export.mesh.resolution=48", "export.turntable_frames=4"])
+                 "recon.init.hull_resolution=48", "export.mesh.resolution=48", "export.turntable_frames=4"])
     capsys.readouterr()
     assert code == 0 and (run / "mesh.ply").is_file() and (run / "turntable.mp4").is_file()
     coarse = len(trimesh.load(run / "mesh.ply", process=False).faces)
-    assert main(["export", str(run), "--quiet", "recon.hull_resolution=48", "recon.method=hull",
+    assert main(["export", str(run), "--quiet", "recon.init.hull_resolution=48", "recon.method=hull",
                  "export.mesh.resolution=48", "export.mesh.target_faces=1000", "export.turntable_frames=4"]) == 0
     capsys.readouterr()
     assert len(trimesh.load(run / "mesh.ply", process=False).faces) < min(coarse, 1100)  # re-meshed, decimated

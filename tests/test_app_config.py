@@ -19,21 +19,39 @@ def test_default_and_cpu():
 
 
 def test_the_reference_preset_is_the_reference_neus():
-    """configs/reference.yaml undoes default.yaml's grid tuning on every key an MLP NeuS reads: its recon is the
-    dataclass defaults (REFERENCE.md's values) except the grid-only and voxel-only settings."""
-    from img2mesh.recon.config import ReconConfig
+    """-c reference runs the MLP NeuS with the reference's sizes and training settings (docs/reference.md
+    section 4): its network is recon.neus_mlp's defaults; the preset holds the training settings."""
+    r = load_config("reference").recon
+    m = r.neus_mlp
+    assert r.method == "neus_mlp" and r.steps == 2000 and r.optimizer == "adamw" and m.lr == 5e-4
+    assert (m.layers, m.hidden, m.skip, m.n_frequencies, m.color_layers, m.color_hidden) == (8, 256, [4], 6, 4, 256)
+    assert (m.n_samples, m.n_importance, m.up_sample_steps, m.cos_anneal_steps) == (64, 64, 4, 200)
+    assert m.variance_init == 0.3 and m.view_dependent and m.lambda_eikonal == 0.1 and r.loss.lambda_rgb == 0.5
+    assert (r.warmup_steps, r.lr_final_ratio, r.foreground_fraction) == (100, 0.02, 0.125)
 
-    grid_only = {"grid_resolution", "grid_coarse_resolution", "grid_upsample_at", "color_grid_resolution",
-                 "grid_gradient", "grid_init", "grid_lr_scale"}
-    reference, paper = load_config("reference").recon, ReconConfig()
-    assert load_config("default").recon.neus.sdf == "grid" and reference.neus.sdf == "mlp"
-    for key in {f.name for f in dataclasses.fields(ReconConfig)} - {"neus", "voxel", "loss"}:
-        assert getattr(reference, key) == getattr(paper, key), key
-    for key in {f.name for f in dataclasses.fields(type(paper.neus))} - grid_only:
-        assert getattr(reference.neus, key) == getattr(paper.neus, key), key
-    for key in {f.name for f in dataclasses.fields(type(paper.loss))} - {"lambda_curvature", "lambda_area",
-                                                                           "lambda_density_laplacian"}:
-        assert getattr(reference.loss, key) == getattr(paper.loss, key), key
+
+def test_dataclass_defaults_are_the_product_defaults_and_presets_hold_only_differences():
+    from omegaconf import OmegaConf
+
+    from img2mesh.config import Config, _preset_path, flat_keys
+
+    assert load_config("default") == Config()
+    defaults = OmegaConf.structured(Config)
+    for name in ("cpu", "reference"):
+        layer = OmegaConf.load(_preset_path(name))
+        for key in flat_keys(OmegaConf.to_container(layer)):
+            assert OmegaConf.select(layer, key) != OmegaConf.select(defaults, key), f"{name}.yaml restates {key}"
+
+
+@pytest.mark.parametrize("override, new", [("recon.lr=0.1", "recon.neus.lr"),
+                                           ("recon.mesh.resolution=64", "export.mesh.resolution"),
+                                           ("recon.neus.grid_resolution=64", "recon.neus.resolution"),
+                                           ("recon.hull_tolerance=0.1", "recon.init.hull_tolerance"),
+                                           ("recon.loss.lambda_curvature=0", "recon.neus.lambda_curvature"),
+                                           ("recon.neus.encoding=hashgrid", "recon.neus_mlp.encoding")])
+def test_old_keys_are_refused_with_the_new_key(override, new):
+    with pytest.raises(InputError, match=f"has moved: use {new}"):
+        load_config("cpu", [override])
 
 
 def test_overrides_apply_last():

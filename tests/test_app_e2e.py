@@ -16,10 +16,10 @@ from img2mesh.diffusion import build_random_zero123
 
 # The CPU preset cut to a few steps: 4 views x 3 DDIM steps, a 40-step NeuS on 64 px views, a 64^3 mesh.
 FAST = ["diffusion.num_views=4", "diffusion.steps=3", "recon.steps=40", "recon.image_size=64",
-        "recon.rays_per_batch=512", "recon.hull_resolution=48", "recon.checkpoint_every=20",
-        "recon.neus.grid_resolution=48", "recon.neus.color_grid_resolution=24", "export.mesh.resolution=64",
+        "recon.rays_per_batch=512", "recon.init.hull_resolution=48", "recon.checkpoint_every=20",
+        "recon.neus.resolution=48", "recon.neus.color_resolution=24", "export.mesh.resolution=64",
         "export.turntable_frames=8",
-        "recon.hull_tolerance=0.75"]  # random weights: the generated views agree on nothing
+        "recon.init.hull_tolerance=0.75"]  # random weights: the generated views agree on nothing
 
 
 @pytest.fixture(scope="module")

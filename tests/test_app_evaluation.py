@@ -14,13 +14,13 @@ from img2mesh.data.views import View, Views, write_views
 from img2mesh.evaluation.consistency import evaluate_consistency
 from img2mesh.evaluation.lpips import LPIPS, find_lpips, lpips_distance, save_weights_like_upstream
 from img2mesh.recon import load_mesh, normalize_mesh, render_views
-from img2mesh.recon.config import LossConfig, ReconConfig, VoxelConfig
+from img2mesh.recon.config import InitConfig, LossConfig, ReconConfig, VoxelConfig
 
 # A voxel NeRF small enough for 12 views at 64 px in seconds; its colour is what predicts held-out views.
 SMALL_VOXEL = ReconConfig(method="voxel", steps=100, rays_per_batch=1024, foreground_fraction=0.5, optimizer="adam",
-                          lr=0.05, warmup_steps=10, lr_final_ratio=0.1, checkpoint_every=0, hull_resolution=48,
-                          voxel=VoxelConfig(resolution=48, color_resolution=48, step_size=0.01,
-                                            density_scale_init=5.0, grid_lr_scale=0.2),
+                          warmup_steps=10, lr_final_ratio=0.1, checkpoint_every=0, init=InitConfig(hull_resolution=48),
+                          voxel=VoxelConfig(resolution=48, color_resolution=48, step_size=0.01, lr=0.05,
+                                            density_scale_init=5.0, geometry_lr_scale=0.2, lambda_density_laplacian=0.0),
                           loss=LossConfig(lambda_rgb=1.0))
 
 
@@ -65,7 +65,7 @@ def test_consistency_cli_is_deterministic_and_refuses_too_few_views(cow_views, t
                    for v in cow_views if v.name in small])
     write_views(views, tmp_path / "views")
     overrides = ["recon.method=voxel", "recon.steps=15", "recon.rays_per_batch=256", "recon.voxel.lr=0.05",
-                 "recon.optimizer=adam", "recon.hull_resolution=32", "recon.voxel.resolution=32",
+                 "recon.optimizer=adam", "recon.init.hull_resolution=32", "recon.voxel.resolution=32",
                  "recon.voxel.color_resolution=32", "recon.voxel.step_size=0.02", "recon.checkpoint_every=0"]
     scores = []
     for run in ("a", "b"):

@@ -8,16 +8,24 @@ import torch.nn.functional as F
 
 from img2mesh.data.cameras import camera_from_spherical, camera_rays
 from img2mesh.data.errors import InputError
-from img2mesh.recon.config import NeuSConfig, OccupancyConfig, VoxelConfig
+from img2mesh.recon.config import NeuSConfig, NeuSMLPConfig, OccupancyConfig, VoxelConfig
+from img2mesh.recon.fields.box import FieldBox
 from img2mesh.recon.fields.encoding import FrequencyEncoding, HashGridEncoding, make_hash_grid
 from img2mesh.recon.fields.grid import DenseGrid
-from img2mesh.recon.fields.neus import NeuSField
+from img2mesh.recon.fields.neus import GridNeuSField, MLPNeuSField
 from img2mesh.recon.fields.voxel import VoxelNeRF
 from img2mesh.recon.occupancy import OccupancyGrid, nerfacc_cuda_available, use_occupancy_grid
 from img2mesh.recon.rays import RayBatch, ray_aabb, ray_sphere
 from img2mesh.recon.volume_render import neus_alpha, render_neus, render_voxel, sample_pdf
 
 BOX = ([-1.0] * 3, [1.0] * 3)
+UNIT_SPHERE_BOX = FieldBox([-3**-0.5] * 3, [3**-0.5] * 3)  # its bounding sphere (the MLP's normalisation) has radius 1
+
+
+def _grid_neus(cfg: NeuSConfig, radius: float, box=BOX, **box_args) -> GridNeuSField:
+    """A grid NeuS holding the SDF of a sphere of ``radius`` at the origin."""
+    pos = DenseGrid(cfg.resolution, 1, *box).vertex_positions()
+    return GridNeuSField(cfg, FieldBox(*box, **box_args), sdf_init=pos.norm(dim=-1) - radius)
 
 
 def test_trilinear_grid_matches_grid_sample_and_autograd():
@@ -63,7 +71,7 @@ def test_hash_grid_encoding_shapes_gradients_and_cpu_fallback():
 
 def test_neus_mlp_geometric_init_is_a_sphere():
     torch.manual_seed(0)
-    field = NeuSField(NeuSConfig(), [0.0, 0.0, 0.0], 1.0, *BOX)
+    field = MLPNeuSField(NeuSMLPConfig(), UNIT_SPHERE_BOX)
     dirs = F.normalize(torch.randn(64, 3), dim=-1)
     assert (field.sdf(torch.zeros(1, 3)) < 0).all()
     assert (field.sdf(0.95 * dirs) > 0).all()
@@ -84,9 +92,9 @@ def _camera_batch(size=24, radius=0.9):
 
 
 def test_neus_render_of_an_analytic_sphere_has_the_right_opacity_and_depth():
-    cfg = NeuSConfig(sdf="grid", grid_resolution=48, color_grid_resolution=8, feature_dim=4, color_hidden=8,
+    cfg = NeuSConfig(resolution=48, coarse_resolution=0, color_resolution=8, feature_dim=4, color_hidden=8,
                      color_layers=2, variance_init=0.6)  # inv_s = e^6 ~ 400
-    field = NeuSField(cfg, [0.0, 0.0, 0.0], 1.0, *BOX)  # grid initialised to |x| - 0.5
+    field = _grid_neus(cfg, 0.5)
     rays = _camera_batch()
     with torch.no_grad():
         out = render_neus(field, rays, 32, 32, 4)
@@ -104,7 +112,7 @@ def test_voxel_render_of_a_dense_ball():
     cfg = VoxelConfig(resolution=48, color_resolution=8, density_scale_init=5.3)
     grid = DenseGrid(48, 1, *BOX)
     sdf = grid.vertex_positions().norm(dim=-1) - 0.5
-    field = VoxelNeRF(cfg, *BOX, density_init=(-sdf / 0.01).clamp(-1, 1))  # sigma ~ 2e4 per unit of depth
+    field = VoxelNeRF(cfg, FieldBox(*BOX), density_init=(-sdf / 0.01).clamp(-1, 1))  # sigma ~ 2e4 per unit of depth
     rays = _camera_batch()
     with torch.no_grad():
         out = render_voxel(field, rays, 0.005)
@@ -145,13 +153,12 @@ def test_ray_box_and_sphere_intersections():
 
 def _sphere_grid_field(radius: float, res: int = 64, bound_radius: float | None = None, margin: float = 0.0):
     """A grid NeuS field holding the exact SDF of a sphere, optionally bounded by a smaller sphere's SDF."""
-    cfg = NeuSConfig(sdf="grid", grid_resolution=res, color_grid_resolution=8, feature_dim=4, color_hidden=8,
+    cfg = NeuSConfig(resolution=res, coarse_resolution=0, color_resolution=8, feature_dim=4, color_hidden=8,
                      color_layers=1)
-    g = DenseGrid(res, 1, [-0.5] * 3, [0.5] * 3)
-    pos = g.vertex_positions()
+    box = ([-0.5] * 3, [0.5] * 3)
+    pos = DenseGrid(res, 1, *box).vertex_positions()
     bound = None if bound_radius is None else pos.norm(dim=-1) - bound_radius
-    return NeuSField(cfg, [0.0] * 3, 0.866, [-0.5] * 3, [0.5] * 3, sdf_init=pos.norm(dim=-1) - radius,
-                     bound_sdf=bound, bound_resolution=res, bound_margin=margin)
+    return _grid_neus(cfg, radius, box, bound_sdf=bound, bound_resolution=res, bound_margin=margin)
 
 
 def test_surface_area_of_a_grid_sphere():
@@ -205,12 +212,10 @@ def test_meshing_bound_allows_the_margin_and_cuts_beyond_it():
 
 def _ball_fields(radius: float):
     """A NeuS grid SDF and a voxel density of the same ball, over BOX."""
-    neus = NeuSField(NeuSConfig(sdf="grid", grid_resolution=48, color_grid_resolution=8, feature_dim=4,
-                                color_hidden=8, color_layers=2, variance_init=0.6), [0.0] * 3, 1.0, *BOX)
+    neus = _grid_neus(NeuSConfig(resolution=48, coarse_resolution=0, color_resolution=8, feature_dim=4,
+                                 color_hidden=8, color_layers=2, variance_init=0.6), radius)
     sdf = DenseGrid(48, 1, *BOX).vertex_positions().norm(dim=-1) - radius
-    with torch.no_grad():
-        neus.sdf_grid.values.copy_(sdf[:, None])
-    voxel = VoxelNeRF(VoxelConfig(resolution=48, color_resolution=8, density_scale_init=5.3), *BOX,
+    voxel = VoxelNeRF(VoxelConfig(resolution=48, color_resolution=8, density_scale_init=5.3), FieldBox(*BOX),
                       density_init=(-sdf / 0.01).clamp(-1, 1))
     return neus, voxel
 

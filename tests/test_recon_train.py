@@ -9,8 +9,11 @@ from img2mesh.data.cameras import ring_cameras
 from img2mesh.data.errors import InputError
 from img2mesh.data.views import View, Views
 from img2mesh.recon import MeshConfig
-from img2mesh.recon.config import LossConfig, NeuSConfig, OccupancyConfig, ReconConfig, VoxelConfig
+from img2mesh.recon.config import InitConfig, LossConfig, NeuSConfig, OccupancyConfig, ReconConfig, VoxelConfig
+from img2mesh.recon.fields.box import FieldBox
 from img2mesh.recon.fields.voxel import VoxelNeRF
+from img2mesh.recon.methods import METHODS
+from img2mesh.recon.methods.neus import NeuS
 from img2mesh.recon.mesh.render import load_mesh, normalize_mesh, render_views
 from img2mesh.recon.mesh.metrics import mesh_metrics
 from img2mesh.recon.reconstruct import field_to_mesh, load_field, reconstruct
@@ -33,12 +36,13 @@ def tiny_views(suzanne_mesh):
 
 def small_neus(steps: int, **overrides) -> ReconConfig:
     """A CPU-sized NeuS: dense-grid SDF from the hull, a small colour net, few samples."""
-    neus = NeuSConfig(sdf="grid", grid_resolution=64, color_grid_resolution=32, feature_dim=8, color_hidden=32,
-                      color_layers=2, view_dependent=False, variance_init=0.5, grid_lr_scale=0.1, n_samples=24,
-                      n_importance=12, up_sample_steps=2, cos_anneal_steps=0)
-    cfg = ReconConfig(method="neus", steps=steps, rays_per_batch=1024, foreground_fraction=0.5, lr=0.01,
-                      warmup_steps=10, lr_final_ratio=0.1, checkpoint_every=0, hull_resolution=64, neus=neus,
-                      loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_eikonal=0.1))
+    neus = NeuSConfig(resolution=64, coarse_resolution=0, color_resolution=32, feature_dim=8, color_hidden=32,
+                      color_layers=2, view_dependent=False, variance_init=0.5, lr=0.01, geometry_lr_scale=0.1,
+                      n_samples=24, n_importance=12, up_sample_steps=2, cos_anneal_steps=0, lambda_curvature=0.0,
+                      lambda_area=0.0)
+    cfg = ReconConfig(method="neus", steps=steps, rays_per_batch=1024, foreground_fraction=0.5, warmup_steps=10,
+                      lr_final_ratio=0.1, checkpoint_every=0, init=InitConfig(hull_resolution=64), neus=neus,
+                      loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0))
     return dataclasses.replace(cfg, **overrides)
 
 
@@ -56,12 +60,13 @@ def test_short_neus_run_on_suzanne_beats_a_chamfer_bound(suzanne, tmp_path):
 @pytest.mark.parametrize("occupancy", ["off", "on"])
 def test_killed_run_resumes_bit_identical(tiny_views, tmp_path, occupancy):
     views = tiny_views
-    neus = dataclasses.replace(small_neus(1).neus, grid_resolution=32, color_grid_resolution=16)
+    neus = dataclasses.replace(small_neus(1).neus, resolution=32, color_resolution=16, lambda_curvature=0.01,
+                               lambda_area=0.01)
     # With the occupancy grid on, refreshes before (step 4) and after (step 6) the kill, full and sampled.
     occ = OccupancyConfig(enabled=occupancy, resolution=24, update_every=2, warmup_steps=4)
-    cfg = small_neus(8, checkpoint_every=3, rays_per_batch=256, patch_size=4, patches_per_batch=2, hull_resolution=32,
-                     neus=neus, occupancy=occ, loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_eikonal=0.1, lambda_depth_smooth=0.1,
-                                     lambda_near_view=0.1, lambda_curvature=0.01, lambda_area=0.01))
+    cfg = small_neus(8, checkpoint_every=3, rays_per_batch=256, patch_size=4, patches_per_batch=2,
+                     init=InitConfig(hull_resolution=32), neus=neus, occupancy=occ,
+                     loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_depth_smooth=0.1, lambda_near_view=0.1))
     whole = reconstruct(cfg, views, tmp_path / "whole", seed=3)
     assert {"depth_smooth", "near_view", "curvature", "area"} <= set(whole.stats["losses"])
     assert ("occupancy_grid" in whole.stats) == (occupancy == "on")
@@ -84,23 +89,19 @@ def test_killed_run_resumes_bit_identical(tiny_views, tmp_path, occupancy):
 def test_coarse_to_fine_starts_from_the_full_resolution_init_and_resumes_across_the_upsample(tiny_views, tmp_path,
                                                                                              method):
     from img2mesh.recon.fields.grid import DenseGrid
-    from img2mesh.recon.reconstruct import build_field, hull_for, hull_init_sdf, sampling_box
+    from img2mesh.recon.start import prepare_start
 
     views = tiny_views
-    neus = dataclasses.replace(small_neus(1).neus, grid_resolution=32, grid_coarse_resolution=16,
-                               grid_upsample_at=0.75, color_grid_resolution=16)
+    neus = dataclasses.replace(small_neus(1).neus, resolution=32, coarse_resolution=16, upsample_at=0.75,
+                               color_resolution=16, lambda_curvature=0.01, lambda_area=0.01)
     voxel = VoxelConfig(resolution=32, coarse_resolution=16, upsample_at=0.75, color_resolution=16, step_size=0.02,
                         lr=0.05, density_scale_init=5.0)
-    cfg = small_neus(8, method=method, checkpoint_every=3, rays_per_batch=256, hull_resolution=32, neus=neus,
-                     voxel=voxel, loss=LossConfig(lambda_rgb=1.0, lambda_mask=1.0, lambda_eikonal=0.1,
-                                                  lambda_curvature=0.01, lambda_area=0.01,
-                                                  lambda_density_laplacian=1e-5))
-    cameras = torch.tensor(np.stack([v.camera.position for v in views]), dtype=torch.float32)
-    hull = hull_for(cfg, views)
-    box = sampling_box(cfg, hull)
-    field = build_field(cfg, hull, box, cameras=cameras)
+    cfg = small_neus(8, method=method, checkpoint_every=3, rays_per_batch=256, init=InitConfig(hull_resolution=32),
+                     neus=neus, voxel=voxel)
+    start = prepare_start(cfg.init, views, resolution=32)
+    field = METHODS[method].build(cfg, start)
     grid = field.sdf_grid if method == "neus" else field.density_grid
-    fine = hull_init_sdf(cfg, hull, box, 32, cameras)
+    box, fine = start.box, start.sdf
     if method == "voxel":  # the density init's ramp is two fine voxels wide
         fine = voxel.init_density * (-fine / (float((box[1] - box[0]).max()) / 31)).clamp(-1.0, 1.0)
     fine = DenseGrid(32, 1, *box, fine[:, None], trainable=False)
@@ -121,13 +122,12 @@ def test_coarse_to_fine_starts_from_the_full_resolution_init_and_resumes_across_
 
 def test_hull_and_voxel_methods_go_through_reconstruct(suzanne, tmp_path):
     gt, views = suzanne
-    hull = reconstruct(ReconConfig(method="hull", hull_resolution=64), views, tmp_path / "hull")
+    hull = reconstruct(ReconConfig(method="hull", init=InitConfig(hull_resolution=64)), views, tmp_path / "hull")
     hull_mesh = field_to_mesh(load_field(hull.field_path), MeshConfig())
     assert mesh_metrics(hull_mesh, gt, n_points=20_000)["chamfer"] < 0.03
-    voxel = ReconConfig(method="voxel", steps=20, rays_per_batch=512, hull_resolution=64,
+    voxel = ReconConfig(method="voxel", steps=20, rays_per_batch=512, init=InitConfig(hull_resolution=64),
                         voxel=VoxelConfig(resolution=64, color_resolution=32, step_size=0.01, lr=0.05,
-                                          density_scale_init=5.0, grid_lr_scale=0.2),
-                        loss=LossConfig(lambda_density_laplacian=1e-5))
+                                          density_scale_init=5.0, geometry_lr_scale=0.2))
     result = reconstruct(voxel, views, tmp_path / "voxel")
     assert "density_laplacian" in result.stats["losses"]
     field = load_field(result.field_path)
@@ -168,10 +168,85 @@ def test_bad_views_give_clear_errors(tmp_path):
 
 
 def test_each_method_steps_at_its_own_learning_rate():
-    """recon.lr drives NeuS (the reference MLP's 5e-4 by default); the voxel grids use recon.voxel.lr."""
+    """Every method's section has lr and geometry_lr_scale; its geometry grid steps at their product."""
     from img2mesh.recon.trainer import make_optimizer
 
-    cfg = ReconConfig(method="voxel", voxel=VoxelConfig(resolution=8, color_resolution=8, lr=0.02, grid_lr_scale=0.5))
-    field = VoxelNeRF(cfg.voxel, [-1.0] * 3, [1.0] * 3)
-    lrs = sorted(g["base_lr"] for g in make_optimizer(cfg, field).param_groups)
-    assert lrs == [0.01, 0.02] and ReconConfig().lr == 5e-4
+    cfg = ReconConfig(method="voxel", voxel=VoxelConfig(resolution=8, color_resolution=8, lr=0.02,
+                                                        geometry_lr_scale=0.5))
+    field = VoxelNeRF(cfg.voxel, FieldBox([-1.0] * 3, [1.0] * 3))
+    lrs = sorted(g["base_lr"] for g in make_optimizer(cfg, METHODS["voxel"], field).param_groups)
+    assert lrs == [0.01, 0.02] and ReconConfig().neus.lr == 0.01 and ReconConfig().neus_mlp.lr == 5e-4
+
+
+def test_a_loss_that_cannot_run_is_a_config_error(tiny_views, tmp_path):
+    cfg = small_neus(2, loss=LossConfig(lambda_near_view=0.1))  # near-view needs patches; none are drawn
+    with pytest.raises(InputError, match="recon.loss.lambda_near_view is on but recon.patches_per_batch is 0"):
+        reconstruct(cfg, tiny_views, tmp_path / "near")
+    cfg = small_neus(2, loss=LossConfig(schedules={"density_laplacian": [0.0, 0.5]}))  # a voxel loss on NeuS
+    with pytest.raises(InputError, match="not a loss of recon.method=neus"):
+        reconstruct(cfg, tiny_views, tmp_path / "schedule")
+
+
+def test_the_start_is_cached_in_the_run_and_can_be_passed_in(tiny_views, tmp_path):
+    from img2mesh.recon.start import prepare_start
+
+    cfg = small_neus(4, init=InitConfig(hull_resolution=32), neus=dataclasses.replace(small_neus(1).neus, resolution=32))
+    first = reconstruct(cfg, tiny_views, tmp_path / "run", max_steps=2)
+    assert first.stats["start"] == "computed" and first.stats["up"] == [0.0, 0.0, 1.0]
+    cached = torch.load(tmp_path / "run" / "start.pt", weights_only=True)
+    again = reconstruct(cfg, tiny_views, tmp_path / "run")  # resumed: the start is read, not recomputed
+    assert again.stats["start"] == "cached" and again.stats["resumed_from"] == 2
+    changed = dataclasses.replace(cfg, init=InitConfig(hull_resolution=32, unseen_fill=False), checkpoint_every=0)
+    assert reconstruct(changed, tiny_views, tmp_path / "run").stats["start"] == "computed"  # another init config
+    assert not torch.equal(torch.load(tmp_path / "run" / "start.pt", weights_only=True)["sdf"], cached["sdf"])
+
+    given = prepare_start(cfg.init, tiny_views, resolution=32)  # e.g. computed on another machine
+    passed = reconstruct(cfg, tiny_views, tmp_path / "passed", start=given)
+    assert passed.stats["start"] == "computed" and not (tmp_path / "passed" / "start.pt").exists()
+    a = torch.load(passed.field_path, weights_only=True)["state"]
+    b = torch.load(reconstruct(cfg, tiny_views, tmp_path / "own").field_path, weights_only=True)["state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class SphereMethod(NeuS):
+    """A toy method for the test below: NeuS with a sphere whose radius is the only geometry parameter."""
+
+    section = "neus"
+    losses = ("eikonal",)
+
+    def make(self, cfg, box, init, device):
+        from img2mesh.recon.fields.neus import NeuSField
+
+        class SphereField(NeuSField):
+            def __init__(self):
+                super().__init__(cfg.neus, box)
+                self.log_radius = torch.nn.Parameter(torch.tensor(-0.7))
+                self.color_feature = torch.nn.Parameter(torch.zeros(cfg.neus.feature_dim))
+
+            def sdf(self, x):
+                return (x - self.center).norm(dim=-1) - self.log_radius.exp()
+
+            def geometry(self, x):
+                d = x - self.center
+                return d.norm(dim=-1) - self.log_radius.exp(), d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9), None
+
+            def feature(self, x):
+                return self.color_feature.expand(len(x), -1)
+
+        return SphereField()
+
+    def geometry_parameters(self, field):
+        return [field.log_radius]
+
+
+def test_a_new_method_is_one_class_and_one_dict_entry(tiny_views, tmp_path, monkeypatch):
+    """The trainer, field files and meshing serve a method they were never told about."""
+    monkeypatch.setitem(METHODS, "sphere", SphereMethod())
+    cfg = small_neus(30, method="sphere", neus=dataclasses.replace(small_neus(1).neus, lr=0.05, geometry_lr_scale=1.0))
+    result = reconstruct(cfg, tiny_views, tmp_path)
+    field = load_field(result.field_path)
+    radius = float(field.log_radius.detach().exp())
+    assert result.method == "sphere" and result.steps == 30 and abs(radius - np.exp(-0.7)) > 0.01  # it trained
+    mesh = field_to_mesh(field, MeshConfig(resolution=48))
+    distance = np.linalg.norm(mesh.vertices - field.center.numpy(), axis=1)
+    assert len(mesh.faces) > 100 and distance.max() < radius + 0.02

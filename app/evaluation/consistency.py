@@ -19,6 +19,7 @@ from img2mesh.data.io import atomic_write_text
 from img2mesh.data.views import Views, on_white
 from img2mesh.recon import views_grid
 from img2mesh.recon.config import ReconConfig
+from img2mesh.recon.methods import METHODS
 from img2mesh.recon.field_render import render_field
 from img2mesh.recon.reconstruct import load_field, reconstruct, resize_views
 
@@ -52,8 +53,8 @@ def evaluate_consistency(views: Views, cfg: ReconConfig, out_dir: Path, *, seed:
     if len(views) < 4:
         raise InputError(f"the consistency score needs at least 4 views (got {len(views)}): it fits half of them "
                          "and predicts the other half")
-    if cfg.method == "hull":
-        raise InputError("recon.method=hull has no colour to predict views with: use recon.method=voxel or neus")
+    if cfg.method in METHODS and not METHODS[cfg.method].trains:
+        raise InputError(f"recon.method={cfg.method} has no colour to predict views with: use recon.method=neus or voxel")
     views = resize_views(views, cfg.image_size)  # compare at the resolution the field is trained at
     even, odd = list(range(0, len(views), 2)), list(range(1, len(views), 2))
     everything = list(range(len(views)))

@@ -18,11 +18,12 @@ from .grid import DenseGrid
 class VoxelNeRF(nn.Module):
     """density(x [N, 3]) -> sigma [N] per world unit; color(x, dirs) -> rgb [N, 3]."""
 
-    def __init__(self, cfg, aabb_min, aabb_max, *, density_init: torch.Tensor | None = None,
-                 bound_sdf: torch.Tensor | None = None, bound_resolution: int = 0, bound_margin: float = 0.0):
+    def __init__(self, cfg, box, density_init: torch.Tensor | None = None):
         super().__init__()
+        self.box = box
+        aabb_min, aabb_max = box.aabb_min, box.aabb_max
         self.shift = float(cfg.density_shift)
-        res = cfg.coarse_resolution or cfg.resolution  # coarse-to-fine runs start coarse (trainer.coarse_to_fine)
+        res = cfg.coarse_resolution or cfg.resolution  # coarse-to-fine runs start coarse
         self.density_grid = DenseGrid(res, 1, aabb_min, aabb_max, 0.0 if density_init is None else density_init)
         self.d_scale = nn.Parameter(torch.tensor(float(cfg.density_scale_init)))
         channels = 3 if not cfg.view_dependent else 8
@@ -32,16 +33,18 @@ class VoxelNeRF(nn.Module):
             self.color_mlp = nn.Sequential(nn.Linear(channels + 3, 32), nn.ReLU(), nn.Linear(32, 3))
         # Meshing level measured after training (volume_render.surface_density); 0 = not measured.
         self.register_buffer("surface_level", torch.tensor(0.0))
-        self.bound = None
-        if bound_sdf is not None:
-            self.bound = DenseGrid(bound_resolution, 1, aabb_min, aabb_max, bound_sdf, trainable=False)
-        self.bound_margin = float(bound_margin)  # world units the surface may stand outside the hull (NeuSField)
+        self.bound = box.bound_grid()
+        self.bound_margin = box.bound_margin  # world units the surface may stand outside the hull (NeuSField)
 
     def raw_density(self, x: torch.Tensor) -> torch.Tensor:
         return self.density_grid(x)[:, 0] * torch.exp(self.d_scale) + self.shift  # [N]
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return F.softplus(self.raw_density(x))
+
+    def opacity(self, x: torch.Tensor, cell: float) -> torch.Tensor:
+        """Opacity [N] of a ``cell``-long section through points [N, 3] (the occupancy grid's measure)."""
+        return 1.0 - torch.exp(-self.density(x) * cell)
 
     def color(self, x: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         feat = self.color_grid(x)  # [N, C]

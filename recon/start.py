@@ -1,0 +1,173 @@
+"""The start of every reconstruction, as a step of its own: views -> carved hull, the box the field lives in,
+and the hull-initialised signed distance with the priors for what no camera sees (recon/unseen.py).
+
+    start = prepare_start(cfg.recon.init, views, resolution=128)
+    reconstruct(cfg.recon, views, out_dir, start=start)
+
+It assumes nothing about the world frame: up is the cameras' mean up vector (``data.cameras.mean_up``), and
+"unseen" is judged from the views' own camera centres. ``reconstruct`` caches it in the run's recon folder
+(``start.pt``, keyed by the init config, the resolution and the views), so a resumed run does not recompute it;
+a benchmark may compute it elsewhere and pass it in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import trimesh
+
+from img2mesh.data.cameras import mean_up
+from img2mesh.data.errors import InputError
+from img2mesh.data.io import atomic_write_bytes
+from img2mesh.data.views import Views
+
+from .config import InitConfig
+from .fields.grid import DenseGrid
+from .hull import HullResult, carve_hull, estimate_bounds
+from .mesh.io import raycasting_scene
+from .mesh.meshing import grid_points
+from .unseen import fill_unseen, relax_unseen_base
+
+START_NAME = "start.pt"
+START_FORMAT = "img2mesh-start/1"
+
+
+@dataclass
+class Start:
+    hull: HullResult  # the carved hull over [-1, 1]^3
+    box: tuple[np.ndarray, np.ndarray]  # [3], [3] float32: where the field lives (hull box + margin, or sphere)
+    margin: float  # world units rays and the mesh may reach beyond the hull (hull_margin hull voxels)
+    up: np.ndarray  # [3] unit: the world's up as the cameras see it
+    cameras: np.ndarray  # [C, 3] camera centres
+    sdf: torch.Tensor | None  # [R^3] initial signed distance at the vertices of an R^3 grid over box (or None)
+    resolution: int  # R (0 when sdf is None)
+    key: str  # what it was computed from (init config, resolution, views)
+    seconds: float  # how long it took to compute
+
+
+def views_digest(views: Views) -> str:
+    """A hash of the views' pixels and cameras (what the start depends on)."""
+    h = hashlib.sha256()
+    for v in views:
+        h.update(np.ascontiguousarray(v.rgba, dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(v.camera.c2w).tobytes())
+        h.update(f"{v.camera.fov_x}:{v.camera.width}:{v.camera.height}".encode())
+    return h.hexdigest()[:16]
+
+
+def start_key(cfg: InitConfig, views: Views, resolution: int | None) -> str:
+    blob = json.dumps([dataclasses.asdict(cfg), int(resolution or 0), views_digest(views)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepare_start(cfg: InitConfig, views: Views, resolution: int | None = None) -> Start:
+    """Carve the hull, fix the box and, when ``resolution`` is given and ``cfg.shape`` is hull, the initial SDF
+    on a ``resolution``^3 vertex grid over the box (its unseen base relaxed, the rest of its unseen surface
+    filled)."""
+    t0 = time.time()
+    hull = carve_hull(views, resolution=cfg.hull_resolution, bounds=1.0, tolerance=cfg.hull_tolerance)
+    box = field_box(cfg, hull)
+    cameras = np.stack([v.camera.position for v in views]).astype(np.float32)
+    up = mean_up(views.cameras)
+    sdf = None
+    if resolution and cfg.shape == "hull":
+        sdf = hull_init_sdf(cfg, hull, box, resolution, torch.from_numpy(cameras), torch.from_numpy(up).float())
+    elif cfg.shape not in ("hull", "blank"):
+        raise InputError(f"unknown recon.init.shape {cfg.shape!r}: use hull or blank")
+    return Start(hull, box, cfg.hull_margin * hull.voxel_size, up, cameras, sdf, int(resolution or 0) if sdf is not None
+                 else 0, start_key(cfg, views, resolution), time.time() - t0)
+
+
+def field_box(cfg: InitConfig, hull: HullResult) -> tuple[np.ndarray, np.ndarray]:
+    """The box the grids cover and rays are clipped to: the hull's box (+ margin), or the bounding sphere's."""
+    if cfg.bounds == "hull":
+        b = estimate_bounds(None, hull=hull, margin=cfg.hull_margin * hull.voxel_size)
+        return b.aabb_min.astype(np.float32), b.aabb_max.astype(np.float32)
+    if cfg.bounds == "sphere":
+        r = cfg.sphere_radius
+        return np.full(3, -r, np.float32), np.full(3, r, np.float32)
+    raise InputError(f"unknown recon.init.bounds {cfg.bounds!r}: use hull or sphere")
+
+
+def hull_init_sdf(cfg: InitConfig, hull: HullResult, box, resolution: int, cameras: torch.Tensor,
+                  up: torch.Tensor) -> torch.Tensor:
+    """The hull's signed distance at the vertices of a ``resolution``^3 grid over ``box`` [R^3], its unseen base
+    relaxed and the rest of its unseen surface filled (recon/unseen.py)."""
+    lo, hi = box
+    sdf = hull_signed_distance(hull, grid_points(lo, hi, resolution))
+    grid = DenseGrid(resolution, 1, lo, hi, sdf[:, None], trainable=False)
+    if cfg.base_relax_steps > 0:
+        relax_unseen_base(grid, cameras, cfg.base_relax_steps, min_size=cfg.base_relax_min_size, up=up)
+    if cfg.unseen_fill:
+        fill_unseen(grid, cameras, tension=cfg.unseen_fill_tension, up=up)
+    return grid.values[:, 0].clone()
+
+
+def hull_signed_distance(hull: HullResult, points: torch.Tensor, band_voxels: float = 3.0) -> torch.Tensor:
+    """Signed distance [N] to the hull's *mesh* (the soft hull's sub-voxel level set) near its surface, and the
+    carved grid's distance transform further out (cheap, and only a starting point there).
+
+    The distance transform alone puts the zero level on a voxel staircase (half a hull voxel off), which an
+    optimiser would first have to undo; open3d's exact distance is used within ``band_voxels``. Its magnitude
+    only: the sign comes from the soft hull itself (open3d's ray-parity sign is unreliable inside thin parts),
+    and where the mesh lacks a part (a dropped small component) the grid's distance stays.
+    """
+    import open3d as o3d
+
+    sdf = hull.hull_sdf(points)
+    band = torch.nonzero(sdf.abs() < band_voxels * hull.voxel_size).squeeze(1)
+    if len(band):
+        scene = raycasting_scene(hull.mesh.vertices, hull.mesh.faces)
+        query = o3d.core.Tensor(points[band].cpu().numpy().astype(np.float32))
+        unsigned = torch.from_numpy(scene.compute_distance(query).numpy()).to(sdf)
+        inside = hull.soft_at(points[band]) >= 0.5
+        exact = torch.where(inside, -unsigned, unsigned)
+        trusted = unsigned <= sdf[band].abs() + hull.voxel_size
+        sdf[band] = torch.where(trusted, exact, sdf[band])
+    return sdf
+
+
+def sampled_down(values: torch.Tensor, resolution: int, coarse: int, box) -> torch.Tensor:
+    """A one-channel grid's values [R^3] over ``box`` at the vertices of a ``coarse``^3 grid [coarse^3]; the
+    values as they are when ``coarse`` is 0 or ``resolution``."""
+    if not coarse or coarse == resolution:
+        return values
+    grid = DenseGrid(resolution, 1, *box, values[:, None], trainable=False)
+    grid.resample(coarse)
+    return grid.values[:, 0]
+
+
+# -- the cached copy in a run folder ----------------------------------------------------------------------------
+def save_start(path, start: Start) -> None:
+    h = start.hull
+    blob = {"format": START_FORMAT, "key": start.key, "seconds": start.seconds, "margin": start.margin,
+            "box": [torch.from_numpy(b) for b in start.box], "up": torch.from_numpy(start.up),
+            "cameras": torch.from_numpy(start.cameras), "sdf": start.sdf, "resolution": start.resolution,
+            "hull": {"occupancy": torch.from_numpy(h.occupancy), "bounds": h.bounds, "soft": torch.from_numpy(h.soft),
+                     "sdf_grid": torch.from_numpy(h.sdf_grid), "vertices": torch.from_numpy(np.asarray(h.mesh.vertices)),
+                     "faces": torch.from_numpy(np.asarray(h.mesh.faces))}}
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_start(path, key: str) -> Start | None:
+    """The start cached at ``path`` if it was computed from the same ``key``; None otherwise."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # missing, truncated or foreign: compute it again
+        return None
+    if blob.get("format") != START_FORMAT or blob.get("key") != key:
+        return None
+    h = blob["hull"]
+    hull = HullResult(occupancy=h["occupancy"].numpy(), bounds=float(h["bounds"]),
+                      mesh=trimesh.Trimesh(h["vertices"].numpy(), h["faces"].numpy(), process=False),
+                      soft=h["soft"].numpy(), sdf_grid=h["sdf_grid"].numpy())
+    return Start(hull, tuple(b.numpy() for b in blob["box"]), float(blob["margin"]), blob["up"].numpy(),
+                 blob["cameras"].numpy(), blob["sdf"], int(blob["resolution"]), key, float(blob["seconds"]))
