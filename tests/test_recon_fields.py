@@ -288,3 +288,15 @@ def test_occupancy_spans_from_nerfacc_cuda_match_the_torch_march():
     near_c, far_c = cuda.spans(*(t.cuda() for t in (rays.origins, rays.dirs, rays.near, rays.far)))
     near, far = cpu.spans(rays.origins, rays.dirs, rays.near, rays.far)
     assert torch.allclose(near_c.cpu(), near, atol=cpu.cell) and torch.allclose(far_c.cpu(), far, atol=cpu.cell)
+
+
+def test_tiny_cuda_nn_is_chosen_by_config_and_never_assumed():
+    from img2mesh.data.errors import InputError, UnavailableError
+    from img2mesh.recon.methods.neus import use_tcnn
+
+    assert not use_tcnn("auto", "hashgrid", "cpu")  # CUDA only
+    assert not use_tcnn("on", "frequency", "cpu")  # only a hash grid has a tiny-cuda-nn form
+    with pytest.raises(UnavailableError, match="tcnn=on needs CUDA"):
+        use_tcnn("on", "hashgrid", "cpu")
+    with pytest.raises(InputError, match="use auto, on or off"):
+        use_tcnn("sometimes", "hashgrid", "cpu")

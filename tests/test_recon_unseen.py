@@ -14,11 +14,12 @@ RIM, RADIUS, TOP = -0.2, 0.3, 0.3
 TIP = RIM - RADIUS * math.tan(math.radians(20.0))  # the cone a 20-degree ring carves under a flat base
 
 
-def carved_cylinder(radius: float = RADIUS) -> DenseGrid:
+def carved_cylinder(radius: float = RADIUS, to_z_up=lambda p: p) -> DenseGrid:
     """The hull a ring at 20 deg carves around a flat-bottomed cylinder: the cylinder plus a cone below.
-    Its SDF is the max of the side's, the top's and the cone's (exact inside, close enough outside)."""
+    Its SDF is the max of the side's, the top's and the cone's (exact inside, close enough outside).
+    ``to_z_up``: the grid's points in the z-up frame the cylinder is described in (for other world frames)."""
     grid = DenseGrid(R, 1, LO, HI)
-    p = grid.vertex_positions()
+    p = to_z_up(grid.vertex_positions())
     r, z = p[:, :2].norm(dim=-1), p[:, 2]
     slope = math.radians(20.0)
     cone = (RIM - z - (radius - r) * math.tan(slope)) * math.cos(slope)
@@ -143,3 +144,25 @@ def test_fill_leaves_a_base_and_an_empty_grid_alone():
     with torch.no_grad():
         empty.values.fill_(1.0)
     assert fill_unseen(empty, cameras()) == 0
+
+
+def test_the_priors_follow_the_cameras_up_in_a_y_up_world():
+    """The same object and ring in a y-up world (as OBJ files are): up comes from the cameras, and the base
+    and the fill move what they move in the z-up world."""
+    from img2mesh.data.cameras import Camera, mean_up
+
+    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # y-up point -> z-up point
+    z_up_grid, y_up_grid = carved_cylinder(), carved_cylinder(to_z_up=lambda q: q @ rot.T)
+    ring = ring_cameras(36, 20.0)
+    turned = [Camera(np.block([[rot.T.numpy() @ c.c2w[:3, :3], rot.T.numpy() @ c.c2w[:3, 3:]], [np.eye(4)[3:]]]),
+                     c.fov_x, c.width, c.height) for c in ring]
+    up = mean_up(turned)
+    assert np.allclose(up, [0.0, 1.0, 0.0]) and np.allclose(mean_up(ring), [0.0, 0.0, 1.0])
+    y_cameras = torch.tensor(np.stack([c.position for c in turned]), dtype=torch.float32)
+    up = torch.tensor(up, dtype=torch.float32)
+    free_z, free_y = unseen_base(z_up_grid, cameras()), unseen_base(y_up_grid, y_cameras, up=up)
+    assert abs(int(free_y.sum()) - int(free_z.sum())) <= 0.01 * int(free_z.sum())
+    relax_unseen_base(y_up_grid, y_cameras, steps=150, up=up)
+    y = torch.linspace(-0.45, 0.0, 451)
+    sdf = y_up_grid(torch.stack([torch.zeros_like(y), y, torch.zeros_like(y)], dim=-1))[:, 0].detach()
+    assert abs(float(y[torch.nonzero(sdf <= 0)[0, 0]]) - RIM) < 1.2 / (R - 1)  # flattened at the rim, along y
