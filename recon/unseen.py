@@ -2,18 +2,18 @@
 
 Cameras above an object (a ring at 20 deg, or views generated around an input photo) never see its
 down-facing surfaces: there the hull follows the silhouette rays' tangent planes, and no colour can move it
-since no ray reaches it. Two priors replace it, both moving only unseen surface and only inwards:
+since no ray reaches it. Two priors replace it, both moving only unseen surface and only inwards, with
+heights along the cameras' up:
 
-- the base (below the lowest surface any camera sees face-on): a cone under a flat base (0.15 deep under the
-  Stanford bunny) relaxes to the smallest surface spanning what the cameras see, by gradient steps on the
-  area of the SDF's zero level (mean-curvature flow). A cone with a flat rim relaxes to the flat disc. Small
-  patches (a foot's sole) are left as carved: their cone is shallow (0.007 under spot's hooves) while the
-  flow, whose rim is only known to the band's voxel or two, lifted them 0.015 above the truth. Higher up the
-  same flow thins a tail or a snout (measured on spot), hence
+- the base (below the lowest surface any camera sees face-on): a cone under a flat base relaxes to the
+  smallest surface spanning what the cameras see, by gradient steps on the area of the SDF's zero level
+  (mean-curvature flow). A cone with a flat rim relaxes to the flat disc. Small patches (a foot's sole) are
+  left as carved: their cone is shallow, while the flow, whose rim is only known to the band's voxel or two,
+  can lift them above the truth. Higher up the same flow would thin a tail or a snout, hence
 - the rest (a belly between legs, under a chin): the unseen mesh vertices are re-placed by a linear solve,
   bending plus membrane energy with the seen vertices fixed around them; a solve cannot run away into thin
-  parts the way a flow does. Under the middle of spot's belly the hull stood 0.032 below the true surface, the
-  fill 0.006.
+  parts the way a flow does.
+Their measured effects are in experiments/README.md.
 """
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ class VoxelNeRF(nn.Module):
         """Default meshing level: the density that makes one voxel half opaque (ln 2 / voxel size), or the
         density at which training renders cross half transmittance (measured after training) if lower.
         The measured one alone sits too high once d_scale has made the shell a step (it samples the step's
-        top): on the cow it cut the legs off at 308 against 124."""
+        top), which cuts thin parts such as legs off."""
         one_voxel = float(math.log(2.0) / self.density_grid.voxel_size.mean())
         measured = float(self.surface_level)
         return min(measured, one_voxel) if measured > 0 else one_voxel
