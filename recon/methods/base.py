@@ -36,8 +36,17 @@ class Method:
 
     # -- building, saving, loading --------------------------------------------------------------------------
     def start_resolution(self, cfg: ReconConfig) -> int | None:
-        """The grid resolution the start's initial SDF is computed at (None: the method needs none)."""
-        return None
+        """The grid resolution the start's initial SDF is computed at (None: the method needs none): a grid
+        method's full resolution, where the unseen priors work best."""
+        return self.settings(cfg).resolution if self.geometry_grid else None
+
+    def sampled_to_first_grid(self, cfg: ReconConfig, start: Start, values: torch.Tensor) -> torch.Tensor:
+        """Values [R^3] on the start's grid at the geometry grid's first resolution (the coarse one in a
+        coarse-to-fine run: the fine start sampled down)."""
+        from ..start import sampled_down
+
+        s = self.settings(cfg)
+        return sampled_down(values, start.resolution, s.coarse_resolution or s.resolution, start.box)
 
     def make(self, cfg: ReconConfig, box: FieldBox, init: torch.Tensor | None, device) -> nn.Module:
         """The field from its settings and box (the same call builds a new field and rebuilds a saved one)."""

@@ -7,7 +7,6 @@ from .. import losses as L
 from ..fields.neus import GridNeuSField, MLPNeuSField
 from ..fields.encoding import tcnn_module
 from ..schedules import cos_anneal_ratio
-from ..start import sampled_down
 from ..volume_render import render_neus
 from .base import Method, mesh_level_set
 
@@ -44,18 +43,11 @@ class GridNeuS(NeuS):
     losses = ("eikonal", "curvature", "area")
     geometry_grid = "sdf_grid"
 
-    def start_resolution(self, cfg):
-        return cfg.neus.resolution
-
     def make(self, cfg, box, init, device):
         return GridNeuSField(cfg.neus, box, sdf_init=init)
 
     def initial_values(self, cfg, start, box):
-        if start.sdf is None:
-            return None
-        s = cfg.neus
-        # The unseen priors ran at the full resolution; a coarse-to-fine run starts from that, sampled down.
-        return sampled_down(start.sdf, start.resolution, s.coarse_resolution or s.resolution, start.box)
+        return None if start.sdf is None else self.sampled_to_first_grid(cfg, start, start.sdf)
 
     def extra_losses(self, cfg, field, out, weight):
         terms = super().extra_losses(cfg, field, out, weight)

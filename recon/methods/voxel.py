@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from ..fields.voxel import VoxelNeRF
-from ..start import sampled_down
 from ..volume_render import render_voxel, surface_density
 from .base import Method, mesh_level_set
 
@@ -12,19 +11,15 @@ class Voxel(Method):
     losses = ("density_laplacian",)
     geometry_grid = "density_grid"
 
-    def start_resolution(self, cfg):
-        return cfg.voxel.resolution
-
     def make(self, cfg, box, init, device):
         return VoxelNeRF(cfg.voxel, box, density_init=init)
 
     def initial_values(self, cfg, start, box):
         if start.sdf is None:
             return None
-        v = cfg.voxel
         voxel = float((box.aabb_max - box.aabb_min).max()) / (start.resolution - 1)
-        density = v.init_density * (-start.sdf / voxel).clamp(-1.0, 1.0)  # +d inside, -d outside: a 2-voxel ramp
-        return sampled_down(density, start.resolution, v.coarse_resolution or v.resolution, start.box)
+        density = cfg.voxel.init_density * (-start.sdf / voxel).clamp(-1.0, 1.0)  # +d in, -d out: a 2-voxel ramp
+        return self.sampled_to_first_grid(cfg, start, density)
 
     def render(self, cfg, field, rays, step, generator):
         return render_voxel(field, rays, cfg.voxel.step_size, generator=generator, background=cfg.background)
