@@ -32,7 +32,8 @@ ZERO123_IMAGE_SIZE = 256  # the images Zero-1-to-3 was trained on (configs' samp
 
 
 def take_ema_weights(state: dict) -> dict:
-    """Replace the raw UNet weights by their EMA copies when the checkpoint has them (REFERENCE.md 2b)."""
+    """Replace the raw UNet weights by their EMA copies when the checkpoint has them, as the reference samples
+    with those (docs/reference.md section 1)."""
     unet_keys = [k for k in state if k.startswith(UNET_PREFIX)]
     ema_of = {k: EMA_PREFIX + k[len("model."):].replace(".", "") for k in unet_keys}
     if not any(k.startswith(EMA_PREFIX) and k not in (EMA_PREFIX + "decay", EMA_PREFIX + "num_updates") for k in state):

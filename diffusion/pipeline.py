@@ -2,7 +2,7 @@
 
 It denoises G latents at once ("groups"; ViewFusion: G = 1 target view, independent mode: every target).
 Each group is conditioned by one or more ROWS (an anchor view and the pose of the target seen from it) with
-fusion weights summing to 1 per group. Per DDIM step (REFERENCE.md section 2):
+fusion weights summing to 1 per group. Per DDIM step (docs/reference.md section 4):
   eps_u = UNet(x_g, zero context, zero concat)                       once per group (it ignores the anchor)
   eps_r = eps_u + s * (UNet(x_g, context_r, concat_r) - eps_u)       per row (classifier-free guidance)
   x_r   = DDIM step of x_g with eps_r (+ sigma_t * noise_r)          per row

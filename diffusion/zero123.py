@@ -1,6 +1,6 @@
 """The Zero-1-to-3 model bundle: diffusers/transformers components plus the exact conditioning helpers.
 
-Conditioning (REFERENCE.md sections 1 and 2b), for a conditioning image in [-1, 1]:
+Conditioning (docs/reference.md section 2), for a conditioning image in [-1, 1]:
 - CLIP: bicubic resize to the tower's size with ``align_corners=True`` and no antialiasing, then CLIP
   mean/std; the 768-d projected ``image_embeds``;
 - context = cc_projection(cat(embedding, pose)) -> [B, 1, 768];

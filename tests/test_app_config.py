@@ -20,7 +20,7 @@ def test_default_and_cpu():
 
 def test_the_reference_preset_is_the_reference_neus():
     """configs/reference.yaml undoes default.yaml's grid tuning on every key an MLP NeuS reads: its recon is the
-    dataclass defaults (REFERENCE.md's values) except the grid-only and voxel-only settings."""
+    dataclass defaults (docs/reference.md section 5's values) except the grid-only and voxel-only settings."""
     from img2mesh.recon.config import ReconConfig
 
     grid_only = {"grid_resolution", "grid_coarse_resolution", "grid_upsample_at", "color_grid_resolution",

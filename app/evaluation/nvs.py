@@ -1,4 +1,4 @@
-"""Novel-view evaluation on ground-truth meshes (SyncDreamer's GSO protocol, REFERENCE.md section 5).
+"""Novel-view evaluation on ground-truth meshes (SyncDreamer's GSO protocol, docs/reference.md section 7).
 
 For every object: normalise the mesh (bbox centred, longest side 1, file's up axis turned to +z), render
 the camera layout (SyncDreamer's 16 views at 30 deg / distance 1.5, or a ring), give view ``input_index``
