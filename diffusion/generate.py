@@ -18,6 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from img2mesh.data.background import DEFAULT_MODEL as DEFAULT_REMBG_MODEL
 from img2mesh.data.cameras import Camera, camera_layout, ring_cameras
+from img2mesh.data.devices import resolve_device
 from img2mesh.data.errors import InputError
 from img2mesh.data.preprocess import PreparedInput
 from img2mesh.data.progress import progress
@@ -187,7 +188,6 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
         raise InputError("all input images must have the same size after preprocessing")
 
     # 2. the model, on the requested device
-    from .devices import resolve_device
     from .loading import load_zero123
 
     if model is None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from img2mesh.data.devices import resolve_device
+
 from .architecture import CLIP_MEAN, CLIP_STD, POSE_DIM
 
 COMPONENTS = ("unet", "vae", "image_encoder", "feature_extractor", "cc_projection", "scheduler")
@@ -98,8 +100,8 @@ class Zero123:
         return [self.unet, self.vae, self.image_encoder, self.cc_projection]
 
     def to(self, device=None, dtype=None) -> "Zero123":
-        """Move/cast in place (``None`` keeps the current one; ``"auto"`` resolves as in devices.py)."""
-        from .devices import resolve_device, resolve_dtype
+        """Move/cast in place (``None`` keeps the current one; ``"auto"`` resolves as in data/devices.py)."""
+        from .devices import resolve_dtype
 
         device = self.device if device is None else resolve_device(device)
         dtype = self.dtype if dtype is None else resolve_dtype(dtype, device)
