@@ -56,6 +56,14 @@ class SamplerStats:
 
 
 @dataclass
+class Denoised:
+    """What one sampling run produced."""
+
+    latents: torch.Tensor  # [G, 4, h, w] fp32 denoised latents, scaled (decode them with the VAE)
+    timesteps: torch.Tensor  # [S'] long, on the CPU: the timesteps the loop ran, in execution order
+
+
+@dataclass
 class SamplerSettings:
     steps: int = 75
     guidance_scale: float = 3.0
@@ -116,8 +124,9 @@ class Denoiser:
 @torch.no_grad()
 def denoise(model: Zero123, rows: ConditionRows, latents: torch.Tensor, settings: SamplerSettings,
             generator: torch.Generator | None = None, stats: SamplerStats | None = None,
-            desc: str | None = None) -> torch.Tensor:
-    """Initial noise [G, 4, h, w] -> denoised scaled latents [G, 4, h, w] (fp32). ``desc``: show a step bar."""
+            desc: str | None = None) -> Denoised:
+    """Initial noise [G, 4, h, w] -> denoised scaled latents [G, 4, h, w] (fp32) and the timesteps run.
+    ``desc``: show a step bar."""
     # 1. check inputs
     n_groups = latents.shape[0]
     assert latents.ndim == 4 and rows.concat.shape[1:] == latents.shape[1:], (
@@ -165,4 +174,4 @@ def denoise(model: Zero123, rows: ConditionRows, latents: torch.Tensor, settings
         # 4c. interpolated denoising: the group's next state is the weighted sum of its rows' x_{t-1}
         latents = torch.zeros_like(latents).index_add_(0, group, weight * x_prev)
     settings.max_batch = unet.max_batch  # keep a batch size reduced by out-of-memory for the next views
-    return latents
+    return Denoised(latents, scheduler.timesteps.cpu())
