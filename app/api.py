@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from img2mesh.data.devices import resolve_device
 from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_bytes, png_bytes
 from img2mesh.data.progress import set_quiet
@@ -201,7 +202,6 @@ def eval_nvs(objects_dir, config: str | None = None, overrides=(), out=None, *, 
     """`img2mesh eval nvs`: novel-view PSNR/SSIM/LPIPS on ground-truth meshes; returns the summary table."""
     from .evaluation.nvs import METRICS, NVSConfig, evaluate_nvs
     from .evaluation.report import table
-    from .pipeline import resolve_device
 
     set_quiet(quiet)
     cfg = load_config(config or "default", overrides)
@@ -218,7 +218,6 @@ def eval_consistency(views_dir, config: str | None = None, overrides=(), out=Non
     """`img2mesh eval consistency VIEWS_DIR`: held-out re-render scores of a views folder; returns the table."""
     from .evaluation.consistency import evaluate_consistency
     from .evaluation.report import table
-    from .pipeline import resolve_device
 
     set_quiet(quiet)
     views = read_views(views_dir)

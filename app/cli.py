@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert an original Zero-1-to-3 LDM .ckpt into a diffusers folder")
     p.add_argument("ckpt", type=Path, help="zero123-xl.ckpt, 105000.ckpt, ... (or .safetensors)")
     p.add_argument("out_dir", nargs="?", type=Path, help="folder to write (or --out)")
+    p.add_argument("--original-config", type=Path, metavar="YAML",
+                   help="the LDM config the checkpoint was trained with (default: CKPT's name with .yaml beside it "
+                        "if present, else Zero-1-to-3's sd-objaverse-finetune-c_concat-256.yaml values)")
     _common(p, config=False, out_help="folder to write")
 
     p = sub.add_parser("render", help="render a mesh into a views folder (+ depth and normal maps)")
@@ -191,7 +194,7 @@ def cmd_convert(args) -> int:
     out = args.out_dir or args.out
     if out is None:
         raise InputError("give the folder to write: img2mesh convert CKPT OUT")
-    print(convert_checkpoint(args.ckpt, out))
+    print(convert_checkpoint(args.ckpt, out, original_config=args.original_config))
     return 0
 
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from img2mesh.data.devices import resolve_device
 from img2mesh.data.views import Views
 
 from . import stages
@@ -39,22 +40,6 @@ class RunResult:
     @property
     def mesh(self) -> Path | None:
         return self.meshes.get("glb") or next(iter(self.meshes.values()), None)
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            from img2mesh.data.errors import UnavailableError
-
-            raise UnavailableError(f"device {name!r} requested but CUDA is not available here; use device=cpu")
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 class Pipeline:

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_text, sha256_bytes, sha256_file
 
@@ -131,9 +133,8 @@ class RunDir:
         return {name: rec["seconds"] for name, rec in self.meta["stages"].items()}
 
 
-def environment_info(device: str) -> dict:
+def environment_info(device: torch.device) -> dict:
     import numpy
-    import torch
 
     info = {
         "img2mesh": __import__("img2mesh").__version__,
@@ -141,10 +142,10 @@ def environment_info(device: str) -> dict:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
-        "device": device,
+        "device": str(device),
     }
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
     for name in ("diffusers", "transformers", "trimesh", "nerfacc"):
         try:
             info[name] = __import__(name).__version__

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from img2mesh.data.background import remove_background
@@ -97,7 +98,8 @@ def source_key(source: InputSource) -> str:
 
 
 # -- 2. views -----------------------------------------------------------------------------------------------
-def views_stage(cfg: Config, prepared: PreparedInput, rd: RunDir, device: str, model=None) -> tuple[Views, list[Path]]:
+def views_stage(cfg: Config, prepared: PreparedInput, rd: RunDir, device: torch.device,
+                model=None) -> tuple[Views, list[Path]]:
     from img2mesh.diffusion import generate_views
 
     views = generate_views(cfg.diffusion, prepared, model=model, seed=cfg.seed, device=device,
@@ -124,7 +126,7 @@ def load_views(rd: RunDir) -> Views:
 
 
 # -- 3. recon -----------------------------------------------------------------------------------------------
-def recon_stage(cfg: Config, views: Views, rd: RunDir, device: str):
+def recon_stage(cfg: Config, views: Views, rd: RunDir, device: torch.device):
     from img2mesh.recon import reconstruct
 
     result = reconstruct(cfg.recon, views, rd.recon_dir, seed=cfg.seed, device=device, resume=True)
@@ -140,7 +142,8 @@ class MeshFiles:
     stats: dict = field(default_factory=dict)
 
 
-def export_stage(cfg: Config, field_path: Path, views: Views | None, rd: RunDir, device: str) -> tuple[MeshFiles, list[Path]]:
+def export_stage(cfg: Config, field_path: Path, views: Views | None, rd: RunDir,
+                 device: torch.device) -> tuple[MeshFiles, list[Path]]:
     from img2mesh.recon import export_mesh, field_to_mesh, load_field, render_turntable, views_grid
 
     unknown = sorted(set(cfg.export.formats) - {"obj", "glb", "ply"})

@@ -1,4 +1,4 @@
-"""Recentre and resize an object image the way Zero-1-to-3 was trained (REFERENCE.md section 1).
+"""Recentre and resize an object image the way Zero-1-to-3 was trained (docs/reference.md section 2).
 
 Foreground = alpha > 127; the colours are composited onto white; the foreground's bounding box is
 cropped and resized so its longer side is ``foreground_ratio * size`` (200 of 256 px by default), then

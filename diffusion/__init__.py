@@ -2,7 +2,7 @@
 
     model = load_zero123("kxic/zero123-xl", device="cuda")          # hub id, diffusers folder or LDM .ckpt
     views = generate_views(DiffusionConfig(), prepared, model=model, seed=0)
-    convert_checkpoint("zero123-xl.ckpt", "zero123-xl-diffusers")   # `img2mesh convert CKPT OUT`
+    convert_checkpoint("zero123-xl.ckpt", "zero123-xl-diffusers")   # `img2mesh convert CKPT OUT [--original-config]`
 
 Everything but the config is imported on first use: diffusers/transformers take seconds to import, and the
 CLI reads DiffusionConfig on every start.

@@ -1,6 +1,6 @@
 """The Zero-1-to-3 architecture as diffusers/transformers configs, at full size and at a tiny test size.
 
-Full size (REFERENCE.md section 1) is what every public Zero-1-to-3 checkpoint uses: the SD-1.x UNet with
+Full size (docs/reference.md section 1) is what every public Zero-1-to-3 checkpoint uses: the SD-1.x UNet with
 8 input channels (4 noisy latent + 4 conditioning-image latent) and cross-attention dim 768 at 32x32
 latents; the SD VAE (256 px images, scale 0.18215); CLIP ViT-L/14 vision tower with a 768-d projection and
 quick-GELU; ``cc_projection`` Linear(768 + 4, 768); the 1000-step scaled-linear DDIM schedule.

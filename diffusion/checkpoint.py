@@ -5,34 +5,34 @@ Key prefixes: ``model.diffusion_model.`` (UNet), ``model_ema.`` (its EMA copy, n
 reference samples with these, so they are used when present), ``first_stage_model.`` (VAE),
 ``cond_stage_model.model.visual.`` (OpenAI CLIP ViT-L/14) and ``cc_projection.`` (Linear 772 -> 768).
 
-The UNet and VAE go through diffusers' own LDM converters; the LDM "original config" they need is read
-from the checkpoint's shapes (all public Zero-1-to-3 checkpoints are SD-1.x at 256 px; the shapes also
-describe the tiny test models). Only the UNet's head count is invisible in shapes: it is 8, as in SD-1.x.
-Every converted tensor must fill the diffusers model exactly (strict load) and every source tensor be used.
+The UNet and VAE layouts come from the checkpoint's LDM config (ldm_config.py): the YAML given, else the
+one beside the checkpoint (same stem), else Zero-1-to-3's; a checkpoint whose shapes contradict it is
+refused. The weights then go through diffusers' own LDM key converters; every converted tensor must fill
+the diffusers model exactly (strict load) and every source tensor be used.
 """
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import torch
 
 from img2mesh.data.errors import ResourceError
 
-from .architecture import LATENT_SCALE, SCHEDULER
+from .architecture import SCHEDULER
+from .ldm_config import (UNET_PREFIX, VAE_PREFIX, ZERO123, OriginalConfig, check_against_weights, config_beside,
+                         read_original_config, unet_config, vae_config)
 from .openai_clip import clip_vision_config, convert_openai_visual, find_visual_prefix
 from .weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
-UNET_PREFIX, EMA_PREFIX, VAE_PREFIX = "model.diffusion_model.", "model_ema.", "first_stage_model."
-SD1_NUM_HEADS = 8  # every Zero-1-to-3 checkpoint is an SD-1.x UNet: 8 heads (not recoverable from shapes)
-ZERO123_IMAGE_SIZE = 256  # the images Zero-1-to-3 was trained on (configs' sample_size only)
+EMA_PREFIX = "model_ema."
 
 
 def take_ema_weights(state: dict) -> dict:
-    """Replace the raw UNet weights by their EMA copies when the checkpoint has them (REFERENCE.md 2b)."""
+    """Replace the raw UNet weights by their EMA copies when the checkpoint has them, as the reference samples
+    with those (docs/reference.md section 1)."""
     unet_keys = [k for k in state if k.startswith(UNET_PREFIX)]
     ema_of = {k: EMA_PREFIX + k[len("model."):].replace(".", "") for k in unet_keys}
     if not any(k.startswith(EMA_PREFIX) and k not in (EMA_PREFIX + "decay", EMA_PREFIX + "num_updates") for k in state):
@@ -48,61 +48,6 @@ def take_ema_weights(state: dict) -> dict:
     return out
 
 
-def ldm_unet_params(state: dict) -> dict:
-    """The LDM ``unet_config.params`` that diffusers' converter reads, from the UNet's shapes."""
-    sd = {k[len(UNET_PREFIX):]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
-    if "input_blocks.0.0.weight" not in sd:
-        raise ResourceError("the checkpoint has no UNet (model.diffusion_model.input_blocks.0.0.weight): "
-                            "is this a Zero-1-to-3 checkpoint?")
-    model_channels, in_channels = sd["input_blocks.0.0.weight"].shape[:2]
-    mult, res_blocks, attention, level, blocks_in_level, context_dim, depth, linear = [], [], [], 0, 0, None, 1, False
-    i = 1
-    while f"input_blocks.{i}.0.op.weight" in sd or f"input_blocks.{i}.0.in_layers.2.weight" in sd:
-        if f"input_blocks.{i}.0.op.weight" in sd:  # a downsampler closes the level
-            res_blocks.append(blocks_in_level)
-            level, blocks_in_level = level + 1, 0
-        else:
-            channels = sd[f"input_blocks.{i}.0.out_layers.3.weight"].shape[0]
-            if blocks_in_level == 0:
-                mult.append(channels // model_channels)
-            blocks_in_level += 1
-            proj_in = sd.get(f"input_blocks.{i}.1.proj_in.weight")
-            if proj_in is not None:
-                if 2 ** level not in attention:
-                    attention.append(2 ** level)
-                context_dim = sd[f"input_blocks.{i}.1.transformer_blocks.0.attn2.to_k.weight"].shape[1]
-                depth = sum(1 for k in sd if k.startswith(f"input_blocks.{i}.1.transformer_blocks.")
-                            and k.endswith(".attn2.to_k.weight"))
-                linear = proj_in.ndim == 2
-        i += 1
-    res_blocks.append(blocks_in_level)
-    if len(set(res_blocks)) != 1:
-        raise ResourceError(f"the checkpoint's UNet has uneven levels {res_blocks}: not an SD-1.x UNet")
-    return dict(in_channels=int(in_channels), out_channels=int(sd["out.2.weight"].shape[0]),
-                model_channels=int(model_channels), channel_mult=mult, num_res_blocks=res_blocks[0],
-                attention_resolutions=attention, num_heads=SD1_NUM_HEADS, context_dim=context_dim,
-                transformer_depth=depth, use_linear_in_transformer=linear)
-
-
-def ldm_vae_params(state: dict) -> dict:
-    """The LDM ``first_stage_config.params.ddconfig`` from the VAE's shapes."""
-    p = VAE_PREFIX
-    if p + "encoder.conv_in.weight" not in state:
-        raise ResourceError("the checkpoint has no VAE (first_stage_model.*): is this a Zero-1-to-3 checkpoint?")
-    ch, in_channels = state[p + "encoder.conv_in.weight"].shape[:2]
-    levels = 0
-    while p + f"encoder.down.{levels}.block.0.conv1.weight" in state:
-        levels += 1
-    res_blocks = 0
-    while p + f"encoder.down.0.block.{res_blocks}.conv1.weight" in state:
-        res_blocks += 1
-    return dict(double_z=True, z_channels=int(state[p + "decoder.conv_in.weight"].shape[1]),
-                resolution=ZERO123_IMAGE_SIZE, in_channels=int(in_channels),
-                out_ch=int(state[p + "decoder.conv_out.weight"].shape[0]), ch=int(ch),
-                ch_mult=[int(state[p + f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // ch) for i in range(levels)],
-                num_res_blocks=res_blocks, attn_resolutions=[], dropout=0.0)
-
-
 def _strict_load(module: torch.nn.Module, converted: dict, n_source: int, what: str) -> None:
     if len(converted) != n_source:
         raise ResourceError(f"the checkpoint's {what} has {n_source} tensors but {len(converted)} were mapped: "
@@ -113,33 +58,25 @@ def _strict_load(module: torch.nn.Module, converted: dict, n_source: int, what: 
                             f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
 
 
-def zero123_from_state_dict(state: dict):
-    """Build the bundle from an LDM state dict (tensors on the CPU, fp32 as stored)."""
+def zero123_from_state_dict(state: dict, config: OriginalConfig = ZERO123, name: str = "the checkpoint"):
+    """Build the bundle from an LDM state dict (tensors on the CPU, fp32 as stored) laid out as ``config``
+    says; ``name`` labels the checkpoint in errors."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
-                                                     create_unet_diffusers_config_from_ldm,
-                                                     create_vae_diffusers_config_from_ldm)
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from .ccprojection import CCProjection
     from .zero123 import Zero123, clip_image_processor
 
     state = take_ema_weights(state)
-    original = {"model": {"params": {
-        "unet_config": {"params": ldm_unet_params(state)},
-        "first_stage_config": {"params": {"ddconfig": ldm_vae_params(state)}},
-        "scale_factor": LATENT_SCALE}}}
-    with warnings.catch_warnings():  # image_size is "deprecated" there but the only way to state 256 px
-        warnings.simplefilter("ignore", FutureWarning)
-        unet_config = create_unet_diffusers_config_from_ldm(original, state, image_size=ZERO123_IMAGE_SIZE)
-        vae_config = create_vae_diffusers_config_from_ldm(original, state, image_size=ZERO123_IMAGE_SIZE,
-                                                          scaling_factor=LATENT_SCALE)
-
-    unet = UNet2DConditionModel(**unet_config)
-    _strict_load(unet, convert_ldm_unet_checkpoint(state, unet_config), sum(k.startswith(UNET_PREFIX) for k in state), "UNet")
-    vae = AutoencoderKL(**vae_config)
+    check_against_weights(config, state, name)
+    unet_kwargs, vae_kwargs = unet_config(config), vae_config(config)
+    unet = UNet2DConditionModel(**unet_kwargs)
+    _strict_load(unet, convert_ldm_unet_checkpoint(state, unet_kwargs), sum(k.startswith(UNET_PREFIX) for k in state),
+                 "UNet")
+    vae = AutoencoderKL(**vae_kwargs)
     n_vae = sum(k.startswith(VAE_PREFIX) and not k.startswith(VAE_PREFIX + "loss.") for k in state)
-    _strict_load(vae, convert_ldm_vae_checkpoint(state, vae_config), n_vae, "VAE")
+    _strict_load(vae, convert_ldm_vae_checkpoint(state, vae_kwargs), n_vae, "VAE")
 
     prefix = find_visual_prefix(state)
     clip_kwargs = clip_vision_config(state, prefix)
@@ -167,14 +104,27 @@ def zero123_from_state_dict(state: dict):
                    cc_projection=cc_projection, scheduler=scheduler, device=torch.device("cpu"), dtype=torch.float32)
 
 
-def zero123_from_ldm_checkpoint(path: str | Path):
-    """Read an original ``.ckpt`` (weights only, never full unpickling) or ``.safetensors`` and convert it."""
-    return zero123_from_state_dict(read_state_dict(path))
+def original_config_for(path: str | Path, original_config: str | Path | None = None) -> OriginalConfig:
+    """The given YAML, else ``<stem>.yaml`` beside the checkpoint, else Zero-1-to-3's config."""
+    yaml = original_config if original_config is not None else config_beside(path)
+    if yaml is None:
+        log.info("no original config given or beside %s: using Zero-1-to-3's", Path(path).name)
+        return ZERO123
+    log.info("UNet and VAE layout from %s", yaml)
+    return read_original_config(yaml)
 
 
-def convert_checkpoint(ckpt: str | Path, out_dir: str | Path) -> Path:
-    """``img2mesh convert CKPT OUT``: write the converted diffusers folder (loadable with ``--model OUT``)."""
-    model = zero123_from_ldm_checkpoint(ckpt)
+def zero123_from_ldm_checkpoint(path: str | Path, original_config: str | Path | None = None):
+    """Read an original ``.ckpt`` (weights only, never full unpickling) or ``.safetensors`` and convert it,
+    laid out by ``original_config`` (an LDM YAML; see :func:`original_config_for` when None)."""
+    config = original_config_for(path, original_config)
+    return zero123_from_state_dict(read_state_dict(path), config, name=str(path))
+
+
+def convert_checkpoint(ckpt: str | Path, out_dir: str | Path, original_config: str | Path | None = None) -> Path:
+    """``img2mesh convert CKPT OUT [--original-config YAML]``: write the converted diffusers folder (loadable
+    with ``--model OUT``)."""
+    model = zero123_from_ldm_checkpoint(ckpt, original_config)
     out = model.save_pretrained(out_dir)
     log.info("converted %s -> %s", ckpt, out)
     return out

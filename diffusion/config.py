@@ -8,7 +8,7 @@ class DiffusionConfig:
     mode: str = "viewfusion"  # viewfusion | independent (plain Zero-1-to-3 per view, the baseline)
     num_views: int = 36  # views on the ring, the input included
     elevations: list[float] = field(default_factory=list)  # empty: one ring at the input's elevation
-    steps: int = 75  # DDIM steps as the reference counts them (75 executes 76 updates, REFERENCE.md 2b)
+    steps: int = 75  # DDIM steps as the reference counts them (75 runs 76 updates: docs/reference.md section 3)
     guidance_scale: float = 3.0
     eta: float = 1.0
     inference_temp: float = 0.5

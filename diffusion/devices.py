@@ -1,11 +1,12 @@
-"""Device and precision choices for the Zero-1-to-3 models, and how many UNet rows fit in one call."""
+"""Precision choices for the Zero-1-to-3 models and how many UNet rows fit in one call (the device itself is
+resolved by img2mesh.data.devices)."""
 from __future__ import annotations
 
 import logging
 
 import torch
 
-from img2mesh.data.errors import InputError, UnavailableError
+from img2mesh.data.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -13,25 +14,6 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 CPU_MAX_BATCH = 8  # CPU throughput stops improving beyond a few rows; keeps peak RAM moderate
 MAX_BATCH_CAP = 64
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` -> cuda if present, else mps, else cpu. An unavailable device is an error."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise InputError(f"unknown device {device!r} ({e}): use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UnavailableError("device cuda was asked for but this PyTorch build sees no CUDA GPU; use device=cpu")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UnavailableError("device mps was asked for but is not available here; use device=cpu")
-    return device
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

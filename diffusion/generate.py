@@ -18,6 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from img2mesh.data.background import DEFAULT_MODEL as DEFAULT_REMBG_MODEL
 from img2mesh.data.cameras import Camera, camera_layout, ring_cameras
+from img2mesh.data.devices import resolve_device
 from img2mesh.data.errors import InputError
 from img2mesh.data.preprocess import PreparedInput
 from img2mesh.data.progress import progress
@@ -37,7 +38,11 @@ SAME_POSE_DEG = 1e-3  # a target this close to an input IS that input: it is not
 
 @dataclass
 class Synthesis:
-    images: torch.Tensor  # [n_targets, 3, H, W] in [-1, 1], in target order
+    """The sampled target views, in target order."""
+
+    images: torch.Tensor  # [n_targets, 3, H, W] in [-1, 1]: the decoded latents, clamped
+    latents: torch.Tensor  # [n_targets, 4, h, w] fp32 denoised latents, scaled (what the VAE decoded)
+    timesteps: torch.Tensor  # [S'] long: the DDIM timesteps every target ran, in execution order
     stats: SamplerStats
     plan: list[FusionStep]
 
@@ -100,22 +105,24 @@ def synthesize(model: Zero123, input_images: torch.Tensor, inputs: list[Relative
         return ConditionRows(torch.cat(context), torch.cat(concat), torch.tensor(group), torch.cat(weight))
 
     # 4. sample
-    images = [None] * n_t
+    images, x0 = [None] * n_t, [None] * n_t
     if cfg.mode == "independent":  # every target at once: all rows in the same UNet batches
         plan = plan_independent(inputs, targets, cfg.input_temp)
-        x0 = denoise(model, rows_for(plan), latents, settings, generator, stats, desc="views (independent)")
-        images = list(torch.cat([model.decode(chunk) for chunk in x0.split(settings.max_batch)]))
+        out = denoise(model, rows_for(plan), latents, settings, generator, stats, desc="views (independent)")
+        x0 = list(out.latents)
+        images = list(torch.cat([model.decode(chunk) for chunk in out.latents.split(settings.max_batch)]))
     else:  # ViewFusion: one target after another, each new view becoming an anchor
         plan = plan_viewfusion(inputs, targets, cfg.window_deg, cfg.inference_temp, cfg.auto_temp, cfg.input_temp)
         bar = progress(plan, total=len(plan), desc="views (viewfusion)")
         for step in bar:
             bar.set_postfix(azimuth=f"{targets[step.target].azimuth:+.0f}", anchors=len(step.anchors))
-            x0 = denoise(model, rows_for([step]), latents[step.target:step.target + 1], settings, generator, stats)
-            image = model.decode(x0)  # [1, 3, H, W], clamped to [-1, 1]: the next views' anchor image
-            images[step.target] = image[0]
+            out = denoise(model, rows_for([step]), latents[step.target:step.target + 1], settings, generator, stats)
+            image = model.decode(out.latents)  # [1, 3, H, W], clamped to [-1, 1]: the next views' anchor image
+            images[step.target], x0[step.target] = image[0], out.latents[0]
             embeds[n_in + step.target] = model.encode_clip(image)[0]  # encoded once, reused by later views
             concats[n_in + step.target] = model.encode_concat(image)[0]
-    return Synthesis(torch.stack(images), stats, plan)
+    # (every denoise call ran the same settings, hence the same timesteps)
+    return Synthesis(torch.stack(images), torch.stack(x0), out.timesteps, stats, plan)
 
 
 def target_cameras(cfg: DiffusionConfig, input_cameras: list[Camera], cameras=None) -> list[Camera]:
@@ -187,7 +194,6 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
         raise InputError("all input images must have the same size after preprocessing")
 
     # 2. the model, on the requested device
-    from .devices import resolve_device
     from .loading import load_zero123
 
     if model is None:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from img2mesh.data.devices import resolve_device
 from img2mesh.data.errors import Img2MeshError, InputError, ResourceError
 
-from .devices import resolve_device, resolve_dtype
+from .devices import resolve_dtype
 from .weights import corrupt_file_error
 from .zero123 import COMPONENTS, Zero123
 

@@ -2,7 +2,7 @@
 
 It denoises G latents at once ("groups"; ViewFusion: G = 1 target view, independent mode: every target).
 Each group is conditioned by one or more ROWS (an anchor view and the pose of the target seen from it) with
-fusion weights summing to 1 per group. Per DDIM step (REFERENCE.md section 2):
+fusion weights summing to 1 per group. Per DDIM step (docs/reference.md section 4):
   eps_u = UNet(x_g, zero context, zero concat)                       once per group (it ignores the anchor)
   eps_r = eps_u + s * (UNet(x_g, context_r, concat_r) - eps_u)       per row (classifier-free guidance)
   x_r   = DDIM step of x_g with eps_r (+ sigma_t * noise_r)          per row
@@ -53,6 +53,14 @@ class SamplerStats:
     unet_calls: int = 0
     unet_rows: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Denoised:
+    """What one sampling run produced."""
+
+    latents: torch.Tensor  # [G, 4, h, w] fp32 denoised latents, scaled (decode them with the VAE)
+    timesteps: torch.Tensor  # [S'] long, on the CPU: the timesteps the loop ran, in execution order
 
 
 @dataclass
@@ -116,8 +124,9 @@ class Denoiser:
 @torch.no_grad()
 def denoise(model: Zero123, rows: ConditionRows, latents: torch.Tensor, settings: SamplerSettings,
             generator: torch.Generator | None = None, stats: SamplerStats | None = None,
-            desc: str | None = None) -> torch.Tensor:
-    """Initial noise [G, 4, h, w] -> denoised scaled latents [G, 4, h, w] (fp32). ``desc``: show a step bar."""
+            desc: str | None = None) -> Denoised:
+    """Initial noise [G, 4, h, w] -> denoised scaled latents [G, 4, h, w] (fp32) and the timesteps run.
+    ``desc``: show a step bar."""
     # 1. check inputs
     n_groups = latents.shape[0]
     assert latents.ndim == 4 and rows.concat.shape[1:] == latents.shape[1:], (
@@ -165,4 +174,4 @@ def denoise(model: Zero123, rows: ConditionRows, latents: torch.Tensor, settings
         # 4c. interpolated denoising: the group's next state is the weighted sum of its rows' x_{t-1}
         latents = torch.zeros_like(latents).index_add_(0, group, weight * x_prev)
     settings.max_batch = unet.max_batch  # keep a batch size reduced by out-of-memory for the next views
-    return latents
+    return Denoised(latents, scheduler.timesteps.cpu())

@@ -2,7 +2,7 @@
 
 diffusers' ``DDIMScheduler.step`` is the same update as LDM's ``p_sample_ddim`` (DDIM paper eq. 12 with
 sigma_t from eq. 16, epsilon prediction, no clipping); what differs is the list of timesteps
-(REFERENCE.md section 2b). LDM "uniform" discretisation for S steps over T training steps:
+(docs/reference.md section 3). LDM "uniform" discretisation for S steps over T training steps:
 
     c = T // S;   timesteps = [0, c, 2c, ...] (all < T) + 1;   the noisiest one is dropped;
 

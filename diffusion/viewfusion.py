@@ -1,5 +1,5 @@
 """ViewFusion's interpolated-denoising plan as pure functions: which view is generated when, conditioned on
-which anchors, with which weights (REFERENCE.md section 2, ViewFusion's `generate_360_view_autoregressive`).
+which anchors, with which weights (docs/reference.md section 4, ViewFusion's `generate_360_view_autoregressive`).
 
 Poses are relative to the first input view: azimuth as a SIGNED offset in degrees (+10, -10, ..., +180 as the
 reference walks the ring), elevation in degrees, radius. The distance between two poses is the wrapped

@@ -1,6 +1,6 @@
 """The Zero-1-to-3 model bundle: diffusers/transformers components plus the exact conditioning helpers.
 
-Conditioning (REFERENCE.md sections 1 and 2b), for a conditioning image in [-1, 1]:
+Conditioning (docs/reference.md section 2), for a conditioning image in [-1, 1]:
 - CLIP: bicubic resize to the tower's size with ``align_corners=True`` and no antialiasing, then CLIP
   mean/std; the 768-d projected ``image_embeds``;
 - context = cc_projection(cat(embedding, pose)) -> [B, 1, 768];
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from img2mesh.data.devices import resolve_device
 
 from .architecture import CLIP_MEAN, CLIP_STD, POSE_DIM
 
@@ -98,8 +100,8 @@ class Zero123:
         return [self.unet, self.vae, self.image_encoder, self.cc_projection]
 
     def to(self, device=None, dtype=None) -> "Zero123":
-        """Move/cast in place (``None`` keeps the current one; ``"auto"`` resolves as in devices.py)."""
-        from .devices import resolve_device, resolve_dtype
+        """Move/cast in place (``None`` keeps the current one; ``"auto"`` resolves as in data/devices.py)."""
+        from .devices import resolve_dtype
 
         device = self.device if device is None else resolve_device(device)
         dtype = self.dtype if dtype is None else resolve_dtype(dtype, device)

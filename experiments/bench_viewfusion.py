@@ -23,10 +23,10 @@ from dataclasses import replace
 
 import torch
 
+from img2mesh.data.devices import resolve_device
 from img2mesh.data.progress import set_quiet
 from img2mesh.diffusion import DiffusionConfig, build_random_zero123
 from img2mesh.diffusion.architecture import architecture
-from img2mesh.diffusion.devices import resolve_device
 from img2mesh.diffusion.generate import synthesize
 from img2mesh.diffusion.viewfusion import RelativePose
 

@@ -70,7 +70,7 @@ class NeuSConfig:
 @dataclass
 class NeuSMLPConfig:
     """The reference NeuS (`recon.method=neus_mlp`, `-c reference`): 8 x 256 SDF MLP on a frequency or
-    hash-grid encoding with geometric init, 4 x 256 colour MLP; docs/reference.md section 4."""
+    hash-grid encoding with geometric init, 4 x 256 colour MLP; docs/reference.md section 5."""
 
     encoding: str = "frequency"  # frequency (reference, 6 octaves) | hashgrid (instant-NGP)
     tcnn: str = "auto"  # hashgrid on CUDA: auto (tiny-cuda-nn when it imports) | on (required) | off

@@ -31,6 +31,7 @@ def test_preprocess_then_resume_skips(tmp_path, shared):
         assert (out / "input" / name).is_file()
     meta = json.loads((out / "run.json").read_text())
     assert meta["source"]["label"] == "pikachu" and "torch" in meta["environment"]
+    assert meta["environment"]["device"] == "cpu"  # the cpu preset's torch.device, recorded as its name
     assert meta["stages"]["preprocess"]["seconds"] >= 0
     again = img2mesh.run(resume=out, stop_after="preprocess", quiet=True)
     assert again.stages_skipped == ["preprocess"] and again.stages_run == []

@@ -125,6 +125,22 @@ def test_guidance_scale_one_skips_the_unconditional_branch(model, image):
     assert torch.isfinite(out.images).all()
 
 
+@pytest.mark.parametrize("mode, schedule", [("viewfusion", "reference"), ("independent", "diffusers")])
+def test_synthesis_returns_its_latents_and_the_schedulers_timesteps(model, image, mode, schedule):
+    from img2mesh.diffusion.scheduler import make_scheduler
+
+    targets = ring(3)
+    out = synthesize(model, image, [RelativePose(0.0, 0.0, 2.0)], targets, cfg(mode=mode, schedule=schedule),
+                     torch.Generator().manual_seed(6))
+    scheduler = make_scheduler(model.scheduler.config, schedule)
+    scheduler.set_timesteps(STEPS)
+    assert torch.equal(out.timesteps, scheduler.timesteps)
+    if schedule == "reference":
+        assert out.timesteps.tolist() == [501, 251, 1]
+    assert out.latents.shape == (len(targets), 4, 4, 4) and out.latents.dtype == torch.float32
+    torch.testing.assert_close(model.decode(out.latents), out.images, atol=1e-5, rtol=0)  # batch rounding
+
+
 def prepared(azimuth=90.0, elevation=10.0, seed=0):
     rgba = np.random.default_rng(seed).random((32, 32, 4)).astype(np.float32)
     rgba[..., 3] = 1.0

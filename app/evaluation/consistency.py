@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_text
@@ -36,7 +37,7 @@ class ConsistencyReport:
 
 
 def fit_and_score(views: Views, fit: list[int], test: list[int], cfg: ReconConfig, out_dir: Path, seed: int,
-                  device: str) -> dict:
+                  device: torch.device | str) -> dict:
     """Reconstruct from views ``fit``, render the cameras of ``test`` and compare with those views."""
     result = reconstruct(cfg, Views([views[i] for i in fit]), out_dir, seed=seed, device=device, resume=False)
     field = load_field(result.field_path, device=device)
@@ -49,7 +50,7 @@ def fit_and_score(views: Views, fit: list[int], test: list[int], cfg: ReconConfi
 
 
 def evaluate_consistency(views: Views, cfg: ReconConfig, out_dir: Path, *, seed: int = 0,
-                         device: str = "cpu") -> ConsistencyReport:
+                         device: torch.device | str = "cpu") -> ConsistencyReport:
     if len(views) < 4:
         raise InputError(f"the consistency score needs at least 4 views (got {len(views)}): it fits half of them "
                          "and predicts the other half")

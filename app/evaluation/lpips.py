@@ -129,7 +129,7 @@ def find_lpips() -> tuple[LPIPS | None, str]:
         return None, f"LPIPS skipped: {e}"
 
 
-def lpips_distance(model: LPIPS, a, b, device: str = "cpu") -> float:
+def lpips_distance(model: LPIPS, a, b, device: torch.device | str = "cpu") -> float:
     """One pair of [H, W, 3] float images in [0, 1] -> LPIPS distance."""
     ta = torch.as_tensor(a, dtype=torch.float32).permute(2, 0, 1)[None].to(device)
     tb = torch.as_tensor(b, dtype=torch.float32).permute(2, 0, 1)[None].to(device)

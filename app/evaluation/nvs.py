@@ -1,4 +1,4 @@
-"""Novel-view evaluation on ground-truth meshes (SyncDreamer's GSO protocol, REFERENCE.md section 5).
+"""Novel-view evaluation on ground-truth meshes (SyncDreamer's GSO protocol, docs/reference.md section 7).
 
 For every object: normalise the mesh (bbox centred, longest side 1, file's up axis turned to +z), render
 the camera layout (SyncDreamer's 16 views at 30 deg / distance 1.5, or a ring), give view ``input_index``
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from img2mesh.data.cameras import Camera, camera_layout
 from img2mesh.data.errors import InputError
@@ -72,7 +73,7 @@ def score_views(generated: list[np.ndarray], truth: list[np.ndarray], lpips_mode
 
 
 def evaluate_object(name: str, mesh_path: Path, cfg: NVSConfig, diffusion: DiffusionConfig, model, seed: int,
-                    out_dir: Path, lpips_model=None, device: str = "cpu") -> ObjectScores:
+                    out_dir: Path, lpips_model=None, device: torch.device | str = "cpu") -> ObjectScores:
     from img2mesh.recon import load_mesh, normalize_mesh, render_views
 
     cams = nvs_cameras(cfg)
@@ -122,7 +123,7 @@ def _fmt(v):
 
 
 def evaluate_nvs(objects_dir: Path, cfg: NVSConfig, diffusion: DiffusionConfig, out_dir: Path, *, model=None,
-                 seed: int = 0, device: str = "cpu") -> tuple[list[ObjectScores], str]:
+                 seed: int = 0, device: torch.device | str = "cpu") -> tuple[list[ObjectScores], str]:
     """Every object in ``objects_dir``; returns the scores and a note on LPIPS availability."""
     from img2mesh.data.progress import progress
 

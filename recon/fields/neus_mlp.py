@@ -1,6 +1,6 @@
 """NeuS networks: the SDF MLP with geometric init, the colour MLP, and the learned variance.
 
-Sizes and init follow NeuS as ViewFusion / SyncDreamer run it (REFERENCE.md section 4): 8 x 256 SDF MLP,
+Sizes and init follow NeuS as ViewFusion / SyncDreamer run it (docs/reference.md section 5): 8 x 256 SDF MLP,
 skip at layer 4, weight norm, Softplus(beta=100), geometric init to a sphere; 4 x 256 colour MLP on
 [x, PE(view dir), normal, feature] with a sigmoid; inv_s = exp(10 v).
 """
