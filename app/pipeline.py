@@ -100,6 +100,10 @@ class Pipeline:
 
         def compute():
             result, outputs = stages.recon_stage(self.cfg, views, self.rd, self.device)
+            # How training ended, to tell a healthy run from one that barely held (run.json "recon").
+            self.rd.meta["recon"] = {"method": result.method, "steps": result.steps, "final_psnr": result.psnr,
+                                     **{k: result.stats[k] for k in ("inv_s", "rollbacks", "softened_masks", "up")
+                                        if k in result.stats}}
             return result.field_path, outputs
 
         def load():  # the field file is the recon record's one output

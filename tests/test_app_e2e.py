@@ -58,6 +58,7 @@ def test_run_writes_every_artifact_and_resume_recomputes_nothing(model_dir, tmp_
         assert meta["stages"][stage]["seconds"] >= 0, stage
     assert OmegaConf.create(meta["config"]).recon.steps == 40 and meta["environment"]["torch"]
     assert set(meta["timings"]) >= {"preprocess", "views", "recon", "export"}
+    assert meta["recon"]["method"] == "neus" and meta["recon"]["inv_s"] > 0 and meta["recon"]["rollbacks"] == 0
     assert (out / "recon" / "field.pt").is_file() and not (out / "recon" / "checkpoint.pt").exists()
 
     records = ("run.json", "config.yaml")  # rewritten by every invocation; stage outputs must not be
