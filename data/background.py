@@ -23,9 +23,24 @@ def model_home() -> Path:
     return Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net")).expanduser()
 
 
+def check_model(model_name: str) -> None:
+    """Raise at once when the model file is missing and cannot be downloaded (offline mode)."""
+    from .scenes import offline
+
+    path = model_home() / f"{model_name}.onnx"
+    if not path.is_file() and offline():
+        raise ResourceError(f"background-removal model {model_name!r} is not at {path} and downloads are off "
+                            f"(offline mode): put {model_name}.onnx there (or set U2NET_HOME to its folder)")
+
+
 @lru_cache(maxsize=4)
 def _session(model_name: str, home: Path):
     """A rembg session per (model, U2NET_HOME): rembg reads the model from ``home``."""
+    import sys
+
+    if "rembg" not in sys.modules:
+        log.info("setting up rembg (a one-time set-up: its first import in an installation compiles code for "
+                 "about a minute)")
     try:
         import rembg
     except ImportError:
@@ -44,12 +59,17 @@ def _session(model_name: str, home: Path):
         ) from None
 
 
+def load_session(model_name: str = DEFAULT_MODEL):
+    """The rembg session for ``model_name``, made now (an unknown name or a missing file fails here)."""
+    return _session(model_name, model_home())
+
+
 def remove_background(rgb: np.ndarray, model_name: str = DEFAULT_MODEL) -> np.ndarray:
     """[H, W, 3] uint8 -> [H, W] uint8 soft mask of the foreground object."""
     from PIL import Image
 
     assert rgb.ndim == 3 and rgb.shape[2] == 3, f"expected [H, W, 3] uint8, got {rgb.shape}"
-    session = _session(model_name, model_home())
+    session = load_session(model_name)
     import rembg  # already imported by _session; cheap here
 
     mask = rembg.remove(Image.fromarray(rgb), session=session, only_mask=True)
