@@ -144,6 +144,16 @@ def _warn_if_slow_on_cpu(cfg: Config, device: str) -> None:
                 cpu.steps, quick / 3600)
 
 
+def _hint_if_cpu_busy() -> None:
+    import torch
+
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if torch.get_num_threads() > 1 and load >= cores:
+        log.info("the CPU is already busy (load %.1f on %d cores): torch's %d threads wait for each other there; "
+                 "--threads 1 is usually several times faster", load, cores, torch.get_num_threads())
+
+
 def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model):
     """Everything that can fail before any work, checked before any work: the image, the weights, the
     background-removal model. Returns the image as read (for the preprocess stage), or None."""
@@ -162,6 +172,8 @@ def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model)
             check_model(pipe.cfg.diffusion.model)
         check_rembg(pipe.cfg.data.rembg_model)
         _warn_if_slow_on_cpu(pipe.cfg, pipe.device)
+    if runs & {"views", "recon"} and pipe.device == "cpu" and pipe.cfg.threads == 0:
+        _hint_if_cpu_busy()
     for plan in plans:
         if plan.action == "rerun":
             log.info("%-10s reruns: %s", plan.name, plan.reason)

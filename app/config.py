@@ -40,8 +40,9 @@ class ExportConfig:
 class Config:
     seed: int = 0  # one seed for every sampler (diffusion noise, ray batches)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    # torch's CPU threads (torch.set_num_threads); 0 = torch's default, one per core. On a machine other jobs
-    # share, fewer threads than cores is faster: OpenMP threads that wait for a busy core stall every op.
+    # torch's CPU threads (torch.set_num_threads); 0 leaves torch's own setting (by default one per core: the
+    # fastest on a machine to itself). Where other jobs share the cores, 1 is faster: OpenMP threads that wait
+    # for a busy core stall every op. Fixed rather than guessed from the load: the count changes the numbers.
     threads: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -114,7 +115,7 @@ def flatten(section, prefix: str = "") -> dict:
         return {prefix.rstrip("."): data}
     flat = {}
     for key, value in data.items():
-        flat.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        flat.update(flatten(value, f"{prefix}{key}."))
     return flat
 
 

@@ -143,7 +143,7 @@ def test_a_failed_start_leaves_no_run_folder(tmp_path, capsys, monkeypatch, shar
              "transparent": lambda p: _png(p, _object(0)),
              "no_object": lambda p: _png(p, _object(100))}.get(case, lambda p: _png(p, _object(255)))(tmp_path / "in.png")
     out = tmp_path / "runs" / "new"
-    args = ["views", "--image", str(image), "--out", str(out), "-q", "device=cpu"]
+    args = ["views", "--image", str(image), "--out", str(out), "-q", "-c", "cpu"]
     if case == "incomplete_model":
         (tmp_path / "model" / "unet").mkdir(parents=True)
         args += ["--model", str(tmp_path / "model")]
@@ -152,7 +152,7 @@ def test_a_failed_start_leaves_no_run_folder(tmp_path, capsys, monkeypatch, shar
     if case == "out_under_a_file":
         (tmp_path / "runs").write_text("a file")
         out = tmp_path / "runs" / "new"
-        args[4] = str(out)
+        args[args.index("--out") + 1] = str(out)
     got, _, err = cli(capsys, *args)
     assert got == code and message in err and err.count("\n") == 1, err
     if case == "uncached_hub_model":
@@ -172,3 +172,34 @@ def test_unreachable_hub_is_one_message_at_once(tmp_path, shared):
     assert len(proc.stderr.strip().splitlines()) == 1 and "Retry" not in proc.stderr
     assert "http://127.0.0.1:9 cannot be reached" in proc.stderr and "`hf download kxic/zero123-xl`" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_outputs_follow_the_umask(tmp_path, shared, capsys, umask, file_mode, dir_mode):
+    """Files written atomically (a private temporary file renamed into place) get what open() would give."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        img2mesh.run("pikachu", config="cpu", out=tmp_path / "run", stop_after="preprocess", quiet=True)
+        assert main(["render", str(shared / "meshes" / "suzanne.obj"), "--normalize", "1", "--layout", "ring4",
+                     "--size", "32", "--out", str(tmp_path / "views"), "-q"]) == 0
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    for root in (tmp_path / "run", tmp_path / "views"):
+        paths = [root, *root.rglob("*")]
+        assert {stat.S_IMODE(p.stat().st_mode) for p in paths if p.is_file()} == {file_mode}, root
+        assert {stat.S_IMODE(p.stat().st_mode) for p in paths if p.is_dir()} == {dir_mode}, root
+
+
+def test_the_gpu_preset_on_a_cpu_warns_once_with_an_estimate(tmp_path, shared, capsys, broken_model):
+    code, _, err = cli(capsys, "views", "--scene", "pikachu", "--model", str(broken_model), "--out",
+                       str(tmp_path / "gpu"), "device=cpu")
+    flat = " ".join(err.split())  # (log lines wrap)
+    assert code == 3 and flat.count("running on the CPU") == 1
+    assert "35 views x 75 denoising steps of Zero-1-to-3 XL take about 18 hours" in flat and "`-c cpu`" in flat
+    code, _, err = cli(capsys, "views", "--scene", "pikachu", "--model", str(broken_model), "--out",
+                       str(tmp_path / "cpu"), "-c", "cpu")
+    assert code == 3 and "running on the CPU" not in err  # the CPU preset: about 1.5 hours, no warning
