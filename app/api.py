@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,12 +73,13 @@ def default_out(label: str) -> Path:
     return out
 
 
-def _in_memory_source(image, rd: RunDir) -> InputSource:
+def _in_memory_source(image, folder: Path) -> InputSource:
+    """An in-memory image as a PNG in ``folder`` (the preprocess stage copies it into the run)."""
     arr = np.asarray(image.convert("RGBA") if isinstance(image, Image.Image) and image.mode not in ("RGB", "RGBA")
                      else image)
     if arr.dtype != np.uint8:
         arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    path = rd.input_dir / "original.png"
+    path = Path(folder) / "image.png"
     atomic_write_bytes(path, png_bytes(arr))
     return InputSource(path, None, "image")
 
@@ -122,7 +124,7 @@ def _kept_or_removed(rd: RunDir):
         raise
 
 
-# Zero-1-to-3 XL on the CPU, measured on 2 cores (README "Hardware"): seconds per view and DDIM step.
+# Seconds per view and DDIM step of Zero-1-to-3 XL on a 2-core CPU, as README "Hardware" gives it.
 CPU_SECONDS_PER_VIEW_STEP = 25.0
 CPU_WARN_SECONDS = 3 * 3600
 
@@ -218,10 +220,9 @@ def run(
         source = _saved_source(rd)
     pipe = Pipeline(cfg, rd, model=model, rerun=rerun)
     names = list(STAGES[:STAGES.index(stop_after) + 1])
-    with _kept_or_removed(rd):
-        if in_memory:  # written into the new run first: the checks below read it like any image file
-            rd.make()
-            source = _in_memory_source(image_or_scene, rd)
+    with tempfile.TemporaryDirectory(prefix="img2mesh-") as scratch, _kept_or_removed(rd):
+        if in_memory:  # a file like any other input: checked, hashed and copied the same way
+            source = _in_memory_source(image_or_scene, Path(scratch))
         plans = pipe.plan(names, (source_key(source),))
         loaded = _check_before_work(pipe, plans, source, model)
         rd.make()
@@ -301,8 +302,11 @@ def summary(result: RunResult) -> str:
 
 def _duration(seconds: float) -> str:
     seconds = round(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
 
 def _report_dir(out, label: str) -> Path:

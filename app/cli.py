@@ -312,31 +312,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"img2mesh: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        print(f"img2mesh: interrupted{_resume_hint(args, getattr(e, 'run_dir', None))}", file=sys.stderr)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        print(f"img2mesh: interrupted{_resume_hint(args.command, argv, getattr(e, 'run_dir', None))}",
+              file=sys.stderr)
         return 130
 
 
-def _resume_hint(args, run_dir) -> str:
-    """Where the finished stages are and the command that continues the run with this command's settings
-    (a setting is saved only with a stage that finished under it, so they are repeated)."""
+def _resume_hint(command: str, argv: list[str], run_dir) -> str:
+    """Where the finished stages are, and this command again with --resume instead of --out: a setting is saved
+    only with a stage that finished under it, so the continuation repeats them all."""
     if run_dir is None:
-        return "; no stage had finished, nothing was kept" if args.command in ("run", "views", "recon") else ""
-    command = ["img2mesh", args.command]
-    if args.command == "export":
-        command.append(str(run_dir))
-    else:
-        command += ["--resume", str(run_dir)]
-    if args.config:
-        command += ["-c", args.config]
-    if getattr(args, "model", None):
-        command += ["--model", args.model]
-    if args.threads is not None:
-        command += ["--threads", str(args.threads)]
-    for stage in getattr(args, "rerun", []):
-        command += ["--rerun", stage]
-    command += args.overrides
-    return f"; finished stages are kept in {run_dir}: continue with `{shlex.join(command)}`"
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return "; no stage had finished, nothing was kept" if command in ("run", "views", "recon") else ""
+    again, skip = [], False
+    for token in argv:
+        if skip or token.startswith("--out="):
+            skip = False
+            continue
+        skip = token == "--out"
+        if not skip:
+            again.append(token)
+    if command != "export" and "--resume" not in again and not any(t.startswith("--resume=") for t in again):
+        again[again.index(command) + 1:again.index(command) + 1] = ["--resume", str(run_dir)]
+    return f"; finished stages are kept in {run_dir}: continue with `{shlex.join(['img2mesh', *again])}`"

@@ -170,7 +170,7 @@ def test_an_interrupted_recon_continues_and_counts_all_its_time(run_copy, capsys
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"finished stages are kept in {run_copy}" in err
-    assert f"`img2mesh run --resume {run_copy} --rerun recon recon.steps=60 recon.checkpoint_every=50`" in err
+    assert f"`img2mesh run --resume {run_copy} -q --rerun recon recon.steps=60 recon.checkpoint_every=50`" in err
     partial = json.loads((run_copy / "run.json").read_text())["partial"]["recon"]["seconds"]
 
     code, stdout, _ = cli(capsys, "run", "--resume", str(run_copy), "-q", "--json", *flags)
