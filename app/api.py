@@ -130,9 +130,11 @@ CPU_SECONDS_PER_VIEW_STEP = 25.0
 CPU_WARN_SECONDS = 3 * 3600
 
 
-def _warn_if_slow_on_cpu(cfg: Config, device: str) -> None:
+def _warn_if_slow_on_cpu(cfg: Config, device) -> None:
     """The GPU preset on a CPU takes most of a day: say so before starting, with the way out."""
-    if device != "cpu":
+    import torch
+
+    if torch.device(device).type != "cpu":
         return
     d = cfg.diffusion
     views = d.num_views * max(1, len(d.elevations)) - 1
@@ -175,7 +177,7 @@ def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model)
             check_model(pipe.cfg.diffusion.model)
         check_rembg(pipe.cfg.data.rembg_model)
         _warn_if_slow_on_cpu(pipe.cfg, pipe.device)
-    if runs & {"views", "recon"} and pipe.device == "cpu" and pipe.cfg.threads == 0:
+    if runs & {"views", "recon"} and pipe.device.type == "cpu" and pipe.cfg.threads == 0:
         _hint_if_cpu_busy()
     for plan in plans:
         if plan.action == "rerun":

@@ -160,22 +160,24 @@ def test_a_failed_stage_saves_nothing(run_copy, capsys, broken_model):
 
 
 def test_an_interrupted_recon_continues_and_counts_all_its_time(run_copy, capsys):
-    flags = ["--rerun", "recon", "recon.steps=60", "recon.checkpoint_every=50"]
+    # 100 steps after the checkpoint leave the signal plenty of time on a loaded machine; the guard's checks
+    # (random views agree on nothing) are not what this test is about.
+    flags = ["--rerun", "recon", "recon.steps=150", "recon.checkpoint_every=50", "recon.guard.enabled=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "img2mesh", "run", "--resume", str(run_copy), "-q", *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     checkpoint, deadline = run_copy / "recon" / "checkpoint.pt", time.time() + 600
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)  # at step 50 of 60
+    proc.send_signal(signal.SIGINT)  # at step 50 of 150
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"finished stages are kept in {run_copy}" in err
-    assert f"`img2mesh run --resume {run_copy} -q --rerun recon recon.steps=60 recon.checkpoint_every=50`" in err
+    assert f"`img2mesh run --resume {run_copy} -q {' '.join(flags)}`" in err
     partial = json.loads((run_copy / "run.json").read_text())["partial"]["recon"]["seconds"]
 
     code, stdout, _ = cli(capsys, "run", "--resume", str(run_copy), "-q", "--json", *flags)
     assert code == 0 and json.loads(stdout)["run"] == ["recon", "export"]
     meta = json.loads((run_copy / "run.json").read_text())
     assert "partial" not in meta or "recon" not in meta["partial"]
-    assert meta["stages"]["recon"]["seconds"] > partial  # both parts, not only the last 10 steps
+    assert meta["stages"]["recon"]["seconds"] > partial  # both parts, not only the last 100 steps
