@@ -164,8 +164,10 @@ def test_an_interrupted_recon_continues_and_counts_all_its_time(run_copy, capsys
     # (random views agree on nothing) are not what this test is about.
     flags = ["--rerun", "recon", "recon.steps=150", "recon.checkpoint_every=50", "recon.guard.enabled=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # pytest-xdist's workers ignore SIGINT, and a child inherits that: give it the default a user's shell gives.
     proc = subprocess.Popen([sys.executable, "-m", "img2mesh", "run", "--resume", str(run_copy), "-q", *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoint, deadline = run_copy / "recon" / "checkpoint.pt", time.time() + 600
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
