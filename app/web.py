@@ -27,10 +27,7 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 DEFAULT_OUT = Path("runs/web")
-CSS = """
-#img2mesh-status { min-height: 9em; }
-footer { display: none !important; }
-"""
+CSS = "#img2mesh-status { min-height: 9em; }"
 
 
 def _gradio():
@@ -74,8 +71,8 @@ def status_markdown(s: Snapshot) -> str:
             lines.append(f"- ▶ **{name}** (stage {i} of {len(STAGES)}){bar}")
         else:
             lines.append(f"- {name}")
-    lines.append(f"\n{'Done in' if s.finished and not s.error else 'Running for'} {s.seconds:.1f} s · run folder "
-                 f"`{s.run_dir}` (the CLI can `--resume` or `export` it)")
+    when = "Stopped after" if s.error else "Done in" if s.finished else "Running for"
+    lines.append(f"\n{when} {s.seconds:.1f} s · run folder `{s.run_dir}` (the CLI can `--resume` or `export` it)")
     return "\n".join(lines)
 
 
@@ -85,14 +82,14 @@ def build_app(service: WebService):
     options = export_options()
     base = service.base
 
-    with gr.Blocks(title="img2mesh", analytics_enabled=False) as app:
+    # delete_cache: gradio's copies of uploads and results older than a day go, checked hourly (run folders stay)
+    with gr.Blocks(title="img2mesh", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         gr.Markdown("# img2mesh\nOne photo of an object in, a 3D mesh out: Zero-1-to-3 + ViewFusion novel views, "
                     "then NeuS.")
         with gr.Row():
             with gr.Column(scale=4):
                 image = gr.Image(label="Photo (upload, paste or drop)", type="filepath", image_mode=None,
-                                    sources=["upload", "clipboard"], format="png", height=240,
-                                    elem_id="img2mesh-image")
+                                 sources=["upload", "clipboard"], format="png", height=240, elem_id="img2mesh-image")
                 scene = gr.Dropdown(service.scenes(), value=None, label="…or a public scene",
                                     elem_id="img2mesh-scene")
                 keep_alpha = gr.Checkbox(True, label="Keep the image's own alpha as the mask",
@@ -100,7 +97,7 @@ def build_app(service: WebService):
                 cutout = gr.Image(label="Cut-out (what the model sees)", interactive=False, format="png",
                                   height=200, elem_id="img2mesh-cutout")
             with gr.Column(scale=4):
-                elevation = gr.Slider(*LIMITS["elevation"], value=base.data.elevation, step=1,
+                elevation = gr.Slider(*LIMITS["elevation"], value=base.data.elevation, step=0.1,
                                       label="Camera elevation (degrees above the object's equator)",
                                       elem_id="img2mesh-elevation")
                 preset = gr.Dropdown(service.presets(), value=service.preset if service.preset in service.presets()
@@ -249,7 +246,7 @@ def start(out=DEFAULT_OUT, host: str = "127.0.0.1", port: int = 7860, model=None
           overrides=(), concurrency: int = 1, max_upload_mb: float = MAX_UPLOAD_MB, scene_root=None,
           quiet: bool = False) -> WebServer:
     """Load the model, build the page and serve it in the background; ``close()`` stops it."""
-    gr = _gradio()  # before the model: a missing extra is said at once, not after a long load
+    _gradio()  # before the model: a missing extra is said at once, not after a long load
     if not 1 <= int(port) <= 65535:
         raise InputError(f"--port must be between 1 and 65535, got {port}")
     if max_upload_mb <= 0:
@@ -261,7 +258,7 @@ def start(out=DEFAULT_OUT, host: str = "127.0.0.1", port: int = 7860, model=None
         app.queue(default_concurrency_limit=concurrency)
         app.launch(server_name=host, server_port=int(port), prevent_thread_lock=True, quiet=quiet, share=False,
                    inbrowser=False, show_error=False, ssr_mode=False, mcp_server=False,
-                   max_file_size=int(max_upload_mb * 1e6), css=CSS, theme=gr.themes.Default())
+                   max_file_size=int(max_upload_mb * 1e6), css=CSS)
     except OSError as e:
         service.close()
         raise InputError(f"cannot serve on {host}:{port} ({e}): choose another --port") from None

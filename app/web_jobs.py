@@ -309,6 +309,8 @@ class WebService:
             from .api import load_model
 
             source = str(model) if model is not None else self.base.diffusion.model
+            if Path(source).expanduser().exists():  # run folders record it: make it work from any folder
+                source = str(Path(source).expanduser().resolve())
             log.info("loading %s on %s", source, self.device)
             self.model_source = source
             self.model = load_model(source, device=str(self.device), dtype=self.base.diffusion.dtype)
