@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,8 +240,10 @@ class WebServer:
     url: str
 
     def close(self) -> None:
-        self.app.close()
-        self.service.close()
+        try:
+            self.app.close()
+        finally:
+            self.service.close()
 
 
 def start(out=DEFAULT_OUT, host: str = "127.0.0.1", port: int = 7860, model=None, preset: str | None = None,
@@ -268,13 +272,19 @@ def start(out=DEFAULT_OUT, host: str = "127.0.0.1", port: int = 7860, model=None
     return WebServer(app, service, app.local_url)
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def serve(**kwargs) -> int:
-    """`img2mesh serve`: start and keep serving until Ctrl+C."""
+    """`img2mesh serve`: start and keep serving until Ctrl+C (or SIGTERM)."""
     set_quiet(True)  # progress bars of concurrent runs would interleave on one terminal; the page shows them
     server = start(**kwargs)
-    print(f"img2mesh web app: {server.url} (runs in {Path(server.service.out).resolve()}); Ctrl+C stops it",
-          flush=True)
-    try:
+    try:  # from here on every way out closes the server
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _stop)  # a service manager's stop also removes the staged downloads
+        print(f"img2mesh web app: {server.url} (runs in {Path(server.service.out).resolve()}); Ctrl+C stops it",
+              flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -245,6 +245,37 @@ def test_serve_refuses_a_busy_port_in_one_line(tmp_path):
         start(out=tmp_path / "runs", port=free_port(), model=object(), concurrency=0, quiet=True)
 
 
+def test_img2mesh_serve_starts_serves_the_page_and_stops_cleanly_on_sigterm(model_dir, tmp_path):
+    import signal
+    import subprocess
+    import urllib.request
+
+    port, temp = free_port(), tmp_path / "tmp"
+    temp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "img2mesh", "serve", "--port", str(port), "--model", str(model_dir),
+                             "-c", "cpu", "--out", str(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TMPDIR": str(temp)})  # where its staging folder goes
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("img2mesh web app:"):
+                break
+        assert lines and lines[-1].startswith(f"img2mesh web app: http://127.0.0.1:{port}/"), "".join(lines)
+        staging = list(temp.glob("img2mesh-web-*"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+            assert page.status == 200 and b"img2mesh" in page.read()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopping the web app" in out
+        assert len(staging) == 1 and not staging[0].exists()  # the staged downloads went with it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 # -- a job, cancelled -----------------------------------------------------------------------------------------
 def test_a_cancelled_job_stops_at_its_next_step_and_keeps_finished_stages(model_dir, tmp_path, shared):
     import img2mesh.api
