@@ -168,14 +168,23 @@ def test_requests_become_bounded_overrides_and_keep_the_server_model(tmp_path):
     assert not service.staging_root.exists()
 
 
-def test_texture_settings_appear_only_with_the_export_keys(monkeypatch):
+def test_texture_settings_appear_only_with_the_export_keys(monkeypatch, tmp_path):
+    """The textured export lands from another branch: its controls follow ExportConfig's fields."""
     import dataclasses
 
     from img2mesh import config as config_module
     from img2mesh import web_jobs
+    from img2mesh.web import build_app
 
+    def page_ids(service):
+        return {c["props"].get("elem_id") for c in build_app(service).config["components"]}
+
+    service = WebService(tmp_path / "runs", "cpu", model=object())
     known = {f.name for f in dataclasses.fields(config_module.ExportConfig)}
     assert export_options() == {"texture", "target_faces"} & known
+    if not export_options():
+        assert not {"img2mesh-texture", "img2mesh-faces"} & page_ids(service)
+        assert not any(o.startswith("export.") for o in service.overrides_for(Request(texture=True, target_faces=10)))
 
     @dataclasses.dataclass
     class WithTexture(config_module.ExportConfig):
@@ -184,7 +193,14 @@ def test_texture_settings_appear_only_with_the_export_keys(monkeypatch):
         target_faces: int = 0
 
     monkeypatch.setattr(web_jobs, "ExportConfig", WithTexture)
+    monkeypatch.setattr(service.base, "export", WithTexture(target_faces=20000))
     assert export_options() == {"texture", "target_faces"}
+    assert {"img2mesh-texture", "img2mesh-faces", "img2mesh-run"} <= page_ids(service)
+    extra = service.overrides_for(Request(texture=True, target_faces=5000))
+    assert extra[:2] == ["export.texture=True", "export.target_faces=5000"]
+    with pytest.raises(InputError, match="target faces must be between 0 and 5000000"):
+        service.overrides_for(Request(target_faces=-1))
+    service.close()
 
 
 def test_a_scene_keeps_its_camera_unless_the_elevation_moves(tmp_path, shared):
