@@ -225,18 +225,14 @@ class Job:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._version != seen, timeout=30.0)
+                if not self._thread.is_alive() and not self._state.finished:  # it died of something uncaught
+                    self._state.error, self._state.finished = "internal error; the server log has the details", True
                 seen, state = self._version, dataclasses.replace(self._state, done=dict(self._state.done),
                                                                  files=dict(self._state.files))
             yield state
             if state.finished:
                 return
             time.sleep(interval)
-
-    def wait(self) -> Snapshot:
-        for state in self.updates(interval=0.05):
-            last = state
-        return last
-
 
 def obj_zip(obj: Path, target: Path) -> Path:
     """mesh.obj with its material library and the images it names, in one zip."""
@@ -304,7 +300,6 @@ class WebService:
         self.concurrency = concurrency
         self.gpu = threading.BoundedSemaphore(concurrency)
         self._names = threading.Lock()
-        self.staging_root = Path(tempfile.mkdtemp(prefix="img2mesh-web-"))
         if model is None or isinstance(model, (str, Path)):
             from .api import load_model
 
@@ -317,6 +312,7 @@ class WebService:
         else:  # an already loaded bundle
             self.model_source = self.base.diffusion.model
             self.model = model
+        self.staging_root = Path(tempfile.mkdtemp(prefix="img2mesh-web-"))  # last: a failed load leaves nothing
 
     def close(self) -> None:
         shutil.rmtree(self.staging_root, ignore_errors=True)
@@ -413,8 +409,12 @@ class WebService:
         source = self._source(request)
         cfg = load_config(self._preset(request.preset), self.overrides_for(request))
         rd = self._new_run_dir(source.label)
-        if source.camera is None or not request.keep_alpha:
-            source = self._keep_input(request, source, rd)
+        try:
+            if source.camera is None or not request.keep_alpha:
+                source = self._keep_input(request, source, rd)
+        except BaseException:
+            shutil.rmtree(rd.root, ignore_errors=True)  # nothing of a refused request stays
+            raise
         return Job(self, cfg, rd, source, self.staging_root / f"{source.label}-{rd.root.name}")
 
     def _keep_input(self, request: Request, source: InputSource, rd: RunDir) -> InputSource:
