@@ -61,7 +61,8 @@ setup(
         "tqdm>=4.65",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "web": ["gradio>=6", "gradio_client>=2"],  # `img2mesh serve`
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "gradio>=6", "gradio_client>=2", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["img2mesh=img2mesh.cli:main"]},
 )

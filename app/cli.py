@@ -131,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
                       epilog=EPILOG)
     q.add_argument("views_dir", type=Path, metavar="VIEWS_DIR")
     _common(q, out_help="report folder to create", resume=False, rerun=False)
+
+    p = sub.add_parser("serve", help="the web app: a photo in the browser -> views, mesh, downloads", epilog=EPILOG)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--model", help="Zero-1-to-3 weights, loaded once for every request (default the config's)")
+    p.add_argument("--concurrency", type=int, default=1, help="runs at the same time (default 1: one GPU job)")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload in MB (default 25)")
+    p.add_argument("--scene-root", type=Path, help="folder searched first for scenes")
+    _common(p, out_help="folder the runs are written into (default runs/web)", resume=False, rerun=False)
     return parser
 
 
@@ -283,6 +292,14 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from img2mesh.web import DEFAULT_OUT, serve
+
+    return serve(out=args.out or DEFAULT_OUT, host=args.host, port=args.port, model=args.model, preset=args.config,
+                 overrides=args.overrides, concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
+                 scene_root=args.scene_root, quiet=args.quiet)
+
+
 COMMANDS = {
     "run": lambda a: cmd_run(a, "export"),
     "views": lambda a: cmd_run(a, "views"),
@@ -293,6 +310,7 @@ COMMANDS = {
     "render": cmd_render,
     "metrics": cmd_metrics,
     "eval": cmd_eval,
+    "serve": cmd_serve,
 }
 
 
