@@ -402,7 +402,9 @@ class WebService:
             root, i = base, 1
             while root.exists():
                 root, i = base.with_name(f"{base.name}-{i}"), i + 1
-            return RunDir.create(root)
+            rd = RunDir.new(root)
+            rd.make()
+            return rd
 
     def start(self, request: Request) -> Job:
         """Check the request, create its run folder and start it; InputError for anything the user can fix."""
