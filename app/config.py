@@ -22,12 +22,23 @@ from img2mesh.data.errors import InputError
 from img2mesh.diffusion.config import DiffusionConfig
 from img2mesh.recon.config import RENAMED_KEYS, ReconConfig
 from img2mesh.recon.mesh import MeshConfig
+from img2mesh.recon.mesh.asset import check_settings as check_asset_settings
+
+# Export keys of earlier versions -> their key now (the recon ones are in recon/config.py's RENAMED_KEYS).
+EXPORT_RENAMED_KEYS = {"export.mesh.target_faces": "export.target_faces"}
 
 
 @dataclass
 class ExportConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)  # marching cubes and clean-up of the trained field
     formats: list[str] = field(default_factory=lambda: ["obj", "glb", "ply"])
+    # OBJ and GLB get a UV atlas (xatlas) and a base-colour texture baked from the field's colour; PLY keeps
+    # vertex colours. false: vertex colours in all three.
+    texture: bool = True
+    texture_size: int = 1024  # texture side in pixels
+    target_faces: int = 0  # quadric decimation to about this many faces, before unwrapping (0 = the full mesh)
+    origin: str = "center"  # center (bounding box) | bottom (lowest point on the ground) | world (the views' frame)
+    scale: float = 1.0  # multiplies coordinates; the reconstruction's box is about 1 unit (1 m in Blender) across
     turntable: bool = True  # turntable.mp4 of the final mesh
     turntable_frames: int = 60
     turntable_size: int = 256
@@ -77,11 +88,15 @@ def load_config(name_or_path: str = "default", overrides: list[str] | tuple[str,
         refuse_renamed([o.split("=", 1)[0].strip() for o in overrides], "the command line")
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(merged)
+        cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         first = str(e).strip().splitlines()[0]
         key = getattr(e, "full_key", None)
         raise InputError(f"bad config{f' key {key!r}' if key else ''}: {first}") from None
+    # Export settings are checked now, not after hours of views and training.
+    check_asset_settings(target_faces=cfg.export.target_faces, texture_size=cfg.export.texture_size,
+                         origin=cfg.export.origin, scale=cfg.export.scale)
+    return cfg
 
 
 def flat_keys(tree, prefix: str = "") -> list[str]:
@@ -94,7 +109,7 @@ def flat_keys(tree, prefix: str = "") -> list[str]:
 def refuse_renamed(keys, source: str) -> None:
     """Keys of earlier versions are refused with the key that replaced them, never silently ignored."""
     for key in keys:
-        for old, new in RENAMED_KEYS.items():
+        for old, new in {**RENAMED_KEYS, **EXPORT_RENAMED_KEYS}.items():
             if key == old or key.startswith(old + "."):
                 raise InputError(f"config key {key!r} (in {source}) has moved: use {new}{key[len(old):]}")
 
