@@ -50,6 +50,8 @@ setup(
         "onnxruntime>=1.16",
         "trimesh>=4.0",
         "PyMCubes>=0.1.4",
+        "xatlas>=0.0.9",  # UV atlas of textured exports
+        "fast-simplification>=0.1.7",  # quadric decimation (export.target_faces)
         "scipy>=1.10",
         "scikit-image>=0.21",
         "open3d-cpu>=0.18; platform_machine == 'x86_64' and sys_platform == 'linux'",
@@ -61,7 +63,8 @@ setup(
         "tqdm>=4.65",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9"],
+        "ray": ["ray>=2.9"],  # img2mesh batch --ray
     },
     entry_points={"console_scripts": ["img2mesh=img2mesh.cli:main"]},
 )

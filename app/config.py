@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -46,6 +47,15 @@ class ExportConfig:
 
 
 @dataclass
+class BatchConfig:
+    """`img2mesh batch --ray`: the resources of one worker (an actor that loads the model once)."""
+
+    num_gpus: Optional[float] = None  # GPUs per worker; null: 1 when the cluster has GPUs, else 0
+    num_cpus: float = 1.0  # CPUs per worker (on a cluster without GPUs: workers = its CPUs / this)
+    workers: int = 0  # at most this many workers (0: as many as the resources allow)
+
+
+@dataclass
 class Config:
     seed: int = 0  # one seed for every sampler (diffusion noise, ray batches)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -53,6 +63,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     recon: ReconConfig = field(default_factory=ReconConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
 
 def preset_names() -> list[str]:

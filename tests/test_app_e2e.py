@@ -1,5 +1,6 @@
 """`img2mesh run` through all four stages on the pikachu scene with a tiny random Zero-1-to-3 saved in
-diffusers format, then `--resume` on the same run recomputes nothing."""
+diffusers format, then `--resume` on the same run recomputes nothing, and `img2mesh export` with other asset
+settings reruns the export stage alone."""
 import json
 
 import imageio.v2 as imageio
@@ -14,11 +15,12 @@ from img2mesh.cli import main
 from img2mesh.data.views import read_views
 from img2mesh.diffusion import build_random_zero123
 
-# The CPU preset cut to a few steps: 4 views x 3 DDIM steps, a 40-step NeuS on 64 px views, a 64^3 mesh.
+# The CPU preset cut to a few steps: 4 views x 3 DDIM steps, a 40-step NeuS on 64 px views, a 64^3 mesh
+# decimated to 2000 faces with a 256 px texture.
 FAST = ["diffusion.num_views=4", "diffusion.steps=3", "recon.steps=40", "recon.image_size=64",
         "recon.rays_per_batch=512", "recon.init.hull_resolution=48", "recon.checkpoint_every=20",
         "recon.neus.resolution=48", "recon.neus.color_resolution=24", "export.mesh.resolution=64",
-        "export.turntable_frames=8",
+        "export.turntable_frames=8", "export.target_faces=2000", "export.texture_size=256",
         "recon.init.hull_tolerance=0.75"]  # random weights: the generated views agree on nothing
 
 
@@ -43,7 +45,9 @@ def test_run_writes_every_artifact_and_resume_recomputes_nothing(model_dir, tmp_
 
     obj, ply = trimesh.load(out / "mesh.obj", process=False), trimesh.load(out / "mesh.ply", process=False)
     glb = trimesh.load(out / "mesh.glb", force="mesh", process=False)
-    assert len(obj.faces) > 100 and len(ply.vertices) == len(glb.vertices) == len(obj.vertices)
+    assert 1900 <= len(obj.faces) == len(glb.faces) == len(ply.faces) <= 2100
+    assert len(glb.vertices) == len(obj.vertices) >= len(ply.vertices)  # textured: vertices split at UV seams
+    assert glb.visual.material.baseColorTexture.size == (256, 256) and (out / "mesh_albedo.png").is_file()
     assert ply.visual.vertex_colors.shape == (len(ply.vertices), 4)
     # z-up files; the GLB is y-up (x, y, z) -> (x, z, -y), same size.
     assert np.allclose(glb.extents, ply.extents[[0, 2, 1]], atol=1e-4)
@@ -70,3 +74,12 @@ def test_run_writes_every_artifact_and_resume_recomputes_nothing(model_dir, tmp_
     assert after == before and (out / "config.yaml").read_text() == config  # nothing recomputed
     again = img2mesh.run(resume=out, quiet=True)
     assert again.stages_run == [] and again.stages_skipped == ["preprocess", "views", "recon", "export"]
+
+    # Other asset settings: `img2mesh export` runs the export stage alone, on the trained field.
+    field_time = (out / "recon" / "field.pt").stat().st_mtime_ns
+    code = main(["export", str(out), "--quiet", "export.target_faces=500", "export.texture_size=128"])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(printed)["run"] == ["export"] and (out / "recon" / "field.pt").stat().st_mtime_ns == field_time
+    glb = trimesh.load(out / "mesh.glb", force="mesh", process=False)
+    assert abs(len(glb.faces) - 500) <= 25 and glb.visual.material.baseColorTexture.size == (128, 128)
