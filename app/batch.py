@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from img2mesh.data.errors import Img2MeshError, InputError
+from img2mesh.data.errors import Img2MeshError, InputError, UnavailableError
 from img2mesh.data.io import atomic_write_text
 from img2mesh.data.progress import is_quiet, progress
 
@@ -308,16 +308,14 @@ def _run_on_ray(items: list[BatchItem], out: str, config: str, overrides: list[s
     try:
         import ray
     except ImportError:
-        from img2mesh.data.errors import UnavailableError
-
         raise UnavailableError("--ray needs Ray: pip install 'img2mesh[ray]'") from None
     started = not ray.is_initialized()
     if started:  # a caller that has already connected (a notebook, a test) keeps its connection
         try:
             ray.init(address=None if address == "local" else address, log_to_driver=not is_quiet())
         except ConnectionError as e:
-            raise InputError(f"cannot reach a Ray cluster at {address!r} ({e}); start one with `ray start --head` "
-                             "or pass --ray local") from None
+            raise UnavailableError(f"cannot reach a Ray cluster at {address!r} ({one_line(e)}); start one with "
+                                   "`ray start --head`, or pass --ray local") from None
     cfg = load_config(config, overrides).batch
     resources = ray.cluster_resources()
     num_gpus = cfg.num_gpus if cfg.num_gpus is not None else (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
