@@ -9,7 +9,8 @@ Views: 36 cameras on a ring at 20 deg elevation (experiments/gt_views.py). The s
 - ``--field gt``: marching cubes (``export.mesh.resolution``, 256^3) of the ground truth's signed distance,
   coloured by the ground-truth texture at the closest surface point: the export alone is measured;
 - ``--field neus``: the CPU preset's NeuS trained on the 128 px views, meshed and coloured as `img2mesh export`
-  does (``field_to_mesh``, its view-independent colour).
+  does (``field_to_mesh``, its view-independent colour). Its colour has learned the views' lighting, so its
+  files are rendered unlit (the ground truth's, lit like the views).
 Each row is ``make_asset`` + ``write_asset`` (world origin, so the views' cameras apply) with the textured GLB,
 or the vertex-coloured PLY, loaded back from disk and rendered by the project's mesh renderer. PSNR is over
 the pixels the object covers in the view or the render, composited on white. ``size`` sums the files of a
@@ -40,7 +41,7 @@ from img2mesh.recon import field_colors, field_to_mesh, load_field, reconstruct 
 from img2mesh.recon.mesh.asset import make_asset, write_asset  # noqa: E402
 from img2mesh.recon.mesh.io import load_mesh, raycasting_scene, surface_colors  # noqa: E402
 from img2mesh.recon.mesh.meshing import extract_mesh  # noqa: E402
-from img2mesh.recon.mesh.render import render_mesh  # noqa: E402
+from img2mesh.recon.mesh.render import Light, render_mesh  # noqa: E402
 
 
 def gt_field(gt, resolution: int):
@@ -60,9 +61,12 @@ def gt_field(gt, resolution: int):
 
 
 def trained_field(views, work: Path, device: str):
+    """(mesh, colour function) of the CPU preset's NeuS trained on ``views`` (reused from ``work`` if there)."""
     full = load_config("cpu")
-    result = reconstruct(full.recon, views, work / "neus", seed=0, device=device, resume=False)
-    field = load_field(result.field_path, device=device)
+    path = work / "neus" / "field.pt"
+    if not path.is_file():
+        path = reconstruct(full.recon, views, work / "neus", seed=0, device=device, resume=False).field_path
+    field = load_field(path, device=device)
     return field_to_mesh(field, full.export.mesh), field_colors(field)
 
 
@@ -98,6 +102,8 @@ def main(argv=None) -> int:
             mesh, color = trained_field(gt_views(args.object, size=128)[0], work, args.device)
         print(f"field {args.field}: {len(mesh.faces)} faces meshed in {time.time() - t0:.1f} s", file=sys.stderr)
         cameras = [v.camera for v in views]
+        # A trained field's colour already holds the views' lighting: render it unlit, or it is lit twice.
+        light = Light() if args.field == "gt" else Light(ambient=1.0, diffuse=0.0)
         for faces in args.faces:
             for texture in (True, False):
                 out = work / f"{faces}-{'tex' if texture else 'vc'}"
@@ -113,7 +119,7 @@ def main(argv=None) -> int:
                 row = {"target_faces": faces, "texture": texture, "faces": len(shown.faces),
                        "seconds": round(seconds, 1), **{k: v for k, v in asset.stats.items() if k.endswith("seconds")},
                        "size_kb": {f: round(s / 1024) for f, s in sizes.items()},
-                       "psnr": round(masked_psnr(render_mesh(shown, cameras), views), 2)}
+                       "psnr": round(masked_psnr(render_mesh(shown, cameras, light=light), views), 2)}
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     print(f"{args.object}, field {args.field}, {len(views)} views at {args.size} px, texture {args.texture_size} px")
