@@ -63,8 +63,9 @@ setup(
         "tqdm>=4.65",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9"],
-        "ray": ["ray>=2.9"],  # img2mesh batch --ray
+        "web": ["gradio>=6", "gradio_client>=2"],  # `img2mesh serve`
+        "ray": ["ray>=2.9"],  # `img2mesh batch --ray`
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "gradio>=6", "gradio_client>=2", "selenium>=4.20", "ray>=2.9"],
     },
     entry_points={"console_scripts": ["img2mesh=img2mesh.cli:main"]},
 )

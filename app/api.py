@@ -11,8 +11,11 @@ For batches, load the Zero-1-to-3 model once and pass it to every call:
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +29,11 @@ from img2mesh.data.scenes import find_scene, is_scene_dir, read_scene
 from img2mesh.data.views import TRANSFORMS_NAMES, read_views
 
 from .config import Config, load_config
-from .pipeline import Pipeline, RunResult
-from .rundir import RunDir
-from .stages import InputSource, camera_from_json
+from .pipeline import STAGES, Pipeline, RunResult, apply_threads
+from .rundir import RunDir, check_new_folder
+from .stages import InputSource, camera_from_json, source_key
+
+log = logging.getLogger(__name__)
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
@@ -69,12 +74,13 @@ def default_out(label: str) -> Path:
     return out
 
 
-def _in_memory_source(image, rd: RunDir) -> InputSource:
+def _in_memory_source(image, folder: Path) -> InputSource:
+    """An in-memory image as a PNG in ``folder`` (the preprocess stage copies it into the run)."""
     arr = np.asarray(image.convert("RGBA") if isinstance(image, Image.Image) and image.mode not in ("RGB", "RGBA")
                      else image)
     if arr.dtype != np.uint8:
         arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    path = rd.input_dir / "original.png"
+    path = Path(folder) / "image.png"
     atomic_write_bytes(path, png_bytes(arr))
     return InputSource(path, None, "image")
 
@@ -91,16 +97,92 @@ def _saved_source(rd: RunDir) -> InputSource:
 
 
 def open_run(out=None, resume=None, label: str = "run", config: str | None = None, overrides=()) -> tuple[RunDir, Config]:
-    """A new run directory (refusing to overwrite one) or an existing one for --resume, with its config."""
+    """A run directory with its config, nothing written yet: a new one (checked: it must not hold files; made
+    on disk by ``rd.make()``) or, for ``resume``, an existing one whose saved config the preset (its own
+    keys) and the overrides are applied on top of."""
     if resume is not None:
         if out is not None and Path(out).resolve() != Path(resume).resolve():
             raise InputError("give either --out (new run) or --resume (existing run), not two different folders")
         rd = RunDir.open(Path(resume))
-        cfg = load_config(config if config else str(rd.config_yaml), overrides)
+        if not rd.config_yaml.is_file():
+            raise InputError(f"{rd.config_yaml} is missing: that run cannot be resumed; start a new run with --out")
+        cfg = load_config(config, overrides, base=rd.config_yaml)
     else:
         cfg = load_config(config or "default", overrides)  # before creating anything: a bad config leaves no trace
-        rd = RunDir.create(Path(out) if out is not None else default_out(label))
+        rd = RunDir.new(Path(out) if out is not None else default_out(label))
     return rd, cfg
+
+
+@contextmanager
+def _kept_or_removed(rd: RunDir):
+    """Run the stages; on any failure a new run with no finished stage is removed (a failed start leaves no
+    folder behind), and an interrupt says which folder holds the finished stages (``run_dir``)."""
+    try:
+        yield
+    except BaseException as e:
+        if not rd.remove_if_unfinished():
+            e.run_dir = rd.root
+        raise
+
+
+# Seconds per view and DDIM step of Zero-1-to-3 XL on a 2-core CPU, as README "Hardware" gives it.
+CPU_SECONDS_PER_VIEW_STEP = 25.0
+CPU_WARN_SECONDS = 3 * 3600
+
+
+def _warn_if_slow_on_cpu(cfg: Config, device) -> None:
+    """The GPU preset on a CPU takes most of a day: say so before starting, with the way out."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return
+    d = cfg.diffusion
+    views = d.num_views * max(1, len(d.elevations)) - 1
+    seconds = views * d.steps * CPU_SECONDS_PER_VIEW_STEP
+    if seconds < CPU_WARN_SECONDS:
+        return
+    cpu = load_config("cpu").diffusion
+    quick = (cpu.num_views - 1) * cpu.steps * CPU_SECONDS_PER_VIEW_STEP
+    log.warning("running on the CPU: %d views x %d denoising steps of Zero-1-to-3 XL take about %.0f hours here "
+                "(~%.0f s per view and step on 2 cores); `-c cpu` makes %d views x %d steps (about %.1f hours), "
+                "a GPU takes minutes", views, d.steps, seconds / 3600, CPU_SECONDS_PER_VIEW_STEP, cpu.num_views - 1,
+                cpu.steps, quick / 3600)
+
+
+def _hint_if_cpu_busy() -> None:
+    import torch
+
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if torch.get_num_threads() > 1 and load >= cores:
+        log.info("the CPU is already busy (load %.1f on %d cores): torch's %d threads wait for each other there; "
+                 "--threads 1 is usually several times faster", load, cores, torch.get_num_threads())
+
+
+def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model):
+    """Everything that can fail before any work, checked before any work: the image, the weights, the
+    background-removal model. Returns the image as read (for the preprocess stage), or None."""
+    from img2mesh.data.background import check_model as check_rembg
+    from img2mesh.data.images import load_image
+    from img2mesh.diffusion.loading import check_model
+
+    runs = {p.name for p in plans if p.runs}
+    loaded = None
+    if "preprocess" in runs and source is not None:
+        loaded = load_image(source.image_path, pipe.cfg.data.max_side)
+        if loaded.alpha is None:
+            check_rembg(pipe.cfg.data.rembg_model)
+    if "views" in runs and source is not None:
+        if model is None:
+            check_model(pipe.cfg.diffusion.model)
+        check_rembg(pipe.cfg.data.rembg_model)
+        _warn_if_slow_on_cpu(pipe.cfg, pipe.device)
+    if runs & {"views", "recon"} and pipe.device.type == "cpu" and pipe.cfg.threads == 0:
+        _hint_if_cpu_busy()
+    for plan in plans:
+        if plan.action == "rerun":
+            log.info("%-10s reruns: %s", plan.name, plan.reason)
+    return loaded
 
 
 def run(
@@ -114,53 +196,66 @@ def run(
     stop_after: str = "export",
     quiet: bool = False,
     kind: str | None = None,
+    rerun=(),
 ) -> RunResult:
     """Run preprocess -> views -> recon -> export (or up to ``stop_after``) and return what was written.
 
     ``image_or_scene``: an image path, a PIL image or array, a scene folder or a scene name; may be omitted
     with ``resume`` (the run's saved input is used). ``config``: preset name or YAML path (default
-    "default"; with ``resume`` the run's saved config). ``overrides``: ``["key=value", ...]``.
-    ``model``: a loaded Zero-1-to-3 bundle (reused across calls) or a hub id / path (sets diffusion.model).
-    ``kind``: "image" or "scene" to say what ``image_or_scene`` is instead of guessing.
+    "default"; with ``resume`` the run's saved config, with the preset's own keys on top if one is given).
+    ``overrides``: ``["key=value", ...]``. ``model``: a loaded Zero-1-to-3 bundle (reused across calls) or a
+    hub id / path (sets diffusion.model). ``kind``: "image" or "scene" to say what ``image_or_scene`` is
+    instead of guessing. ``rerun``: stages ("views", "recon") allowed to run again although finished, when
+    a changed setting makes them out of date; without it that is an error saying which stage and why.
     """
     set_quiet(quiet)
+    if stop_after not in STAGES:
+        raise InputError(f"unknown stage {stop_after!r} to stop after: choose from {', '.join(STAGES)}")
     in_memory = isinstance(image_or_scene, (Image.Image, np.ndarray))
     source = None if image_or_scene is None or in_memory else resolve_source(image_or_scene, scene_root, kind)
     if isinstance(model, (str, os.PathLike)):
         overrides = [*overrides, f"diffusion.model={model}"]
         model = None
     rd, cfg = open_run(out, resume, source.label if source else "image", config, overrides)
-    if in_memory:
-        source = _in_memory_source(image_or_scene, rd)
-    elif source is None:
+    if source is None and not in_memory:
         if resume is None:
             raise InputError("give an image or a scene (or --resume a run)")
         source = _saved_source(rd)
-    rd.meta["source"] = source.describe()
-    pipe = Pipeline(cfg, rd, model=model)
-
-    prepared, rec = pipe.preprocess(source)
-    if stop_after != "preprocess":
-        views, rec = pipe.views(prepared, rec)
-        if stop_after != "views":
-            field_path, rec = pipe.recon(views, rec)
-            pipe.export(field_path, views, rec)
-    return pipe.finish()
+    pipe = Pipeline(cfg, rd, model=model, rerun=rerun)
+    names = list(STAGES[:STAGES.index(stop_after) + 1])
+    with tempfile.TemporaryDirectory(prefix="img2mesh-") as scratch, _kept_or_removed(rd):
+        if in_memory:  # a file like any other input: checked, hashed and copied the same way
+            source = _in_memory_source(image_or_scene, Path(scratch))
+        plans = pipe.plan(names, (source_key(source),))
+        loaded = _check_before_work(pipe, plans, source, model)
+        rd.make()
+        rd.meta["source"] = source.describe()
+        prepared, rec = pipe.preprocess(source, loaded)
+        if stop_after != "preprocess":
+            views, rec = pipe.views(prepared, rec)
+            if stop_after != "views":
+                field_path, rec = pipe.recon(views, rec)
+                pipe.export(field_path, views, rec)
+        return pipe.finish()
 
 
 def reconstruct_views(views_dir, config: str | None = None, overrides=(), out=None, resume=None,
-                      quiet: bool = False) -> RunResult:
+                      quiet: bool = False, rerun=()) -> RunResult:
     """`img2mesh recon --views DIR`: reconstruct and export from any NeRF-format folder of posed views."""
     set_quiet(quiet)
     views_dir = Path(views_dir)
     given = read_views(views_dir)  # validate before a run directory is created
     rd, cfg = open_run(out, resume, views_dir.resolve().name or "views", config, overrides)
-    rd.meta["source"] = {"views": str(views_dir.resolve())}
-    pipe = Pipeline(cfg, rd)
-    views, rec = pipe.given_views(views_dir, given)
-    field_path, rec = pipe.recon(views, rec)
-    pipe.export(field_path, views, rec)
-    return pipe.finish()
+    pipe = Pipeline(cfg, rd, rerun=rerun)
+    inputs = pipe.given_views_inputs(views_dir)
+    with _kept_or_removed(rd):
+        _check_before_work(pipe, pipe.plan(["given_views", "recon", "export"], inputs), None, None)
+        rd.make()
+        rd.meta["source"] = {"views": str(views_dir.resolve())}
+        views, rec = pipe.given_views(views_dir, given, inputs)
+        field_path, rec = pipe.recon(views, rec)
+        pipe.export(field_path, views, rec)
+        return pipe.finish()
 
 
 def export_run(run_dir, config: str | None = None, overrides=(), quiet: bool = False) -> RunResult:
@@ -172,8 +267,9 @@ def export_run(run_dir, config: str | None = None, overrides=(), quiet: bool = F
         raise InputError(f"{run_dir} has no finished recon stage to export; run `img2mesh run --resume {run_dir}`")
     pipe = Pipeline(cfg, rd)
     views = read_views(rd.views_dir) if rd.views_dir.is_dir() else None
-    pipe.export(rd.root / next(iter(rec.outputs)), views, rec)
-    return pipe.finish()
+    with _kept_or_removed(rd):
+        pipe.export(rd.root / next(iter(rec.outputs)), views, rec)
+        return pipe.finish()
 
 
 def load_model(source: str = "kxic/zero123-xl", device: str | None = None, dtype: str | None = None):
@@ -184,14 +280,41 @@ def load_model(source: str = "kxic/zero123-xl", device: str | None = None, dtype
 
 
 def describe(result: RunResult) -> str:
+    """The run as JSON (the CLI's ``--json``)."""
     return json.dumps({"out": str(result.out), "run": result.stages_run, "skipped": result.stages_skipped,
                        "timings": result.timings, "meshes": {k: str(v) for k, v in result.meshes.items()}}, indent=2)
 
 
+def summary(result: RunResult) -> str:
+    """The run in a few lines for people: where the mesh is, what ran and how long it took."""
+    lines = []
+    if result.mesh is not None:
+        others = [p.name for p in result.meshes.values() if p != result.mesh]
+        lines.append(f"mesh: {result.mesh}" + (f" (also {', '.join(others)})" if others else ""))
+    if result.turntable is not None:
+        lines.append(f"turntable: {result.turntable}")
+    if result.grid is not None:
+        lines.append(f"views grid: {result.grid}")
+    elif result.views_dir is not None:
+        lines.append(f"views: {result.views_dir}")
+    ran = ", ".join(f"{name} {_duration(result.timings[name])}" for name in result.stages_run) or "nothing"
+    skipped = f"; up to date: {', '.join(result.stages_skipped)}" if result.stages_skipped else ""
+    lines.append(f"run folder: {result.out} (ran {ran}{skipped})")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
 def _report_dir(out, label: str) -> Path:
     out = Path(out) if out is not None else default_out(label)
-    if out.exists() and any(out.iterdir()):
-        raise InputError(f"{out} already exists and is not empty: choose another --out")
+    check_new_folder(out, "choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -205,6 +328,7 @@ def eval_nvs(objects_dir, config: str | None = None, overrides=(), out=None, *, 
 
     set_quiet(quiet)
     cfg = load_config(config or "default", overrides)
+    apply_threads(cfg.threads)
     nvs = NVSConfig(layout=layout, elevation=elevation, input_index=input_index, up=up, objects=list(objects),
                     size=size)
     out = _report_dir(out, "eval-nvs")
@@ -222,6 +346,7 @@ def eval_consistency(views_dir, config: str | None = None, overrides=(), out=Non
     set_quiet(quiet)
     views = read_views(views_dir)
     cfg = load_config(config or "default", overrides)
+    apply_threads(cfg.threads)
     out = _report_dir(out, "eval-consistency")
     report = evaluate_consistency(views, cfg.recon, out, seed=cfg.seed, device=resolve_device(cfg.device))
     rows = [[k, v["psnr"], v["ssim"]] for k, v in report.splits.items()]

@@ -177,10 +177,10 @@ class LazyModel:
 class Worker:
     """Runs images of one batch (locally, or as a Ray actor): the config and the model are set up once."""
 
-    def __init__(self, out: str, config: str, overrides: list[str], quiet: bool = True):
+    def __init__(self, out: str, config: str, overrides: list[str], quiet: bool = True, rerun=()):
         from img2mesh.data.devices import resolve_device
 
-        self.out, self.config, self.overrides, self.quiet = Path(out), config, list(overrides), quiet
+        self.out, self.config, self.overrides, self.quiet, self.rerun = Path(out), config, list(overrides), quiet, rerun
         cfg = load_config(config, self.overrides)
         self.model = LazyModel(cfg.diffusion.model, str(resolve_device(cfg.device)), cfg.diffusion.dtype)
 
@@ -195,7 +195,7 @@ class Worker:
         row = {"image": str(item.image), "run": item.run}
         try:
             result = api.run(item.image, config=self.config, overrides=overrides, out=None if resume else run_dir,
-                             resume=resume, model=self.model, quiet=self.quiet, kind="image")
+                             resume=resume, model=self.model, quiet=self.quiet, kind="image", rerun=self.rerun)
             row.update(status="ok", error="", exit_code=0, stages_run=" ".join(result.stages_run),
                        **{f"mesh_{f}": str(p.relative_to(self.out)) for f, p in result.meshes.items()})
         except (KeyboardInterrupt, SystemExit):
@@ -271,9 +271,10 @@ class _Progress:
 
 
 def run_batch(inputs, out, config: str | None = None, overrides=(), ray: str | None = None,
-              quiet: bool = False) -> BatchResult:
+              quiet: bool = False, rerun=()) -> BatchResult:
     """Run every image of ``inputs`` into ``out`` (module docstring); ``ray``: None (here, one after another),
-    ``auto``, ``local`` or a cluster address. Returns the rows also written to ``out/summary.csv``."""
+    ``auto``, ``local`` or a cluster address; ``rerun``: stages a finished run may redo when changed settings
+    make them out of date (as `img2mesh run --rerun`). Returns the rows also written to ``out/summary.csv``."""
     from img2mesh.data.progress import set_quiet
 
     set_quiet(quiet)
@@ -293,17 +294,17 @@ def run_batch(inputs, out, config: str | None = None, overrides=(), ray: str | N
     t0 = time.perf_counter()
     try:
         if ray is None:
-            worker = Worker(str(out), config, list(overrides), quiet=True)
+            worker = Worker(str(out), config, list(overrides), True, tuple(rerun))
             for item in items:
                 state.record(worker.process(item))
         else:
-            _run_on_ray(items, str(out), config, list(overrides), ray, state)
+            _run_on_ray(items, str(out), config, list(overrides), tuple(rerun), ray, state)
     finally:
         state.bar.close()
     return BatchResult(out, state.rows, round(time.perf_counter() - t0, 3))
 
 
-def _run_on_ray(items: list[BatchItem], out: str, config: str, overrides: list[str], address: str,
+def _run_on_ray(items: list[BatchItem], out: str, config: str, overrides: list[str], rerun: tuple, address: str,
                 state: _Progress) -> None:
     try:
         import ray
@@ -323,7 +324,7 @@ def _run_on_ray(items: list[BatchItem], out: str, config: str, overrides: list[s
     n_actors = max(1, min(len(items), int(math.floor(slots + 1e-9)), cfg.workers or len(items)))
     actor_class = ray.remote(Worker).options(num_cpus=cfg.num_cpus, num_gpus=num_gpus)
     log.info("Ray: %d workers of %g CPU / %g GPU each", n_actors, cfg.num_cpus, num_gpus)
-    new_actor = lambda: actor_class.remote(out, config, overrides, True)  # noqa: E731
+    new_actor = lambda: actor_class.remote(out, config, overrides, True, rerun)  # noqa: E731
     actors = [new_actor() for _ in range(n_actors)]
     queue, pending = list(items), {}
     try:

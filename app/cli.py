@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,16 +20,28 @@ log = logging.getLogger("img2mesh")
 EPILOG = "Trailing key=value arguments override the config, e.g. `seed=1 recon.steps=500 diffusion.num_views=12`."
 
 
+STAGE_NAMES = ("preprocess", "views", "recon", "export")
+
+
 def _common(p: argparse.ArgumentParser, config: bool = True, out_help: str = "run directory to create",
-            resume: bool = True) -> None:
+            resume: bool = True, rerun: bool = True) -> None:
     p.add_argument("--out", type=Path, help=out_help)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info messages")
     p.add_argument("--verbose", "-v", action="store_true", help="debug messages")
     if config:
-        p.add_argument("--config", "-c", help="preset name (default, cpu) or a YAML file")
+        p.add_argument("--config", "-c", help="preset name (default, cpu, reference) or a YAML file; with --resume "
+                                              "its settings go on top of the run's saved config")
+        p.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads for torch (config key `threads`; 0 = torch's default, one per core)")
         if resume:
             p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                           help="continue a run: stages whose outputs are intact are skipped")
+                           help="continue a run with its saved config (new flags go on top): stages whose outputs "
+                                "are intact are skipped")
+        if rerun:
+            p.add_argument("--rerun", action="append", default=[], choices=STAGE_NAMES, metavar="STAGE",
+                           help="with --resume: let STAGE (views or recon) and the stages after it run again when "
+                                "changed settings make a finished one out of date")
+            p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -63,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("export", help="(re)mesh and export a run's trained field", epilog=EPILOG)
     p.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="the run (or --out RUN_DIR)")
-    _common(p, out_help="the run directory to export (same as RUN_DIR)")
+    _common(p, out_help="the run directory to export (same as RUN_DIR)", rerun=False)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("batch", help="one run per image of a folder, glob or list, here or on a Ray cluster",
                        epilog=EPILOG)
     p.add_argument("inputs", metavar="INPUTS", help="a folder of images, a quoted glob, or a .txt / .csv list "
@@ -92,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=float, default=2.0, help="camera distance for ringN (default 2)")
     p.add_argument("--fov", type=float, default=49.1, help="horizontal FoV in degrees for ringN (default 49.1)")
     p.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
-    p.add_argument("--up", choices=("y", "z"), help="the file's up axis (default: y for GLB, z otherwise)")
+    p.add_argument("--up", choices=("y", "z"), help="the file's up axis (default: z for img2mesh's own outputs, "
+                                                   "y otherwise, as OBJ, PLY and GLB files usually are)")
     p.add_argument("--normalize", type=float, metavar="SIZE",
                    help="centre the mesh and scale its longest side to SIZE first (e.g. 1.0)")
     _common(p, config=False, out_help="views folder to write")
@@ -100,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metrics", help="Chamfer, F-score and volume IoU of a mesh against ground truth")
     p.add_argument("pred", type=Path)
     p.add_argument("gt", type=Path)
-    p.add_argument("--pred-up", choices=("y", "z"), help="up axis of PRED (default: y for GLB, z otherwise)")
-    p.add_argument("--gt-up", choices=("y", "z"), help="up axis of GT (default: y for GLB, z otherwise)")
+    p.add_argument("--pred-up", choices=("y", "z"), help="up axis of PRED (default: z for img2mesh's own "
+                                                         "outputs, y otherwise)")
+    p.add_argument("--gt-up", choices=("y", "z"), help="up axis of GT (default: z for img2mesh's own outputs, "
+                                                       "y otherwise)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--normalize-pred", action="store_true",
                    help="normalise PRED by its own bounding box too (single-image reconstructions)")
@@ -118,19 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=int, default=256, help="image size in px (default 256, Zero-1-to-3's)")
     q.add_argument("--up", choices=("y", "z"), default="y", help="up axis of the mesh files (default y)")
     q.add_argument("--model", help="Zero-1-to-3 weights (hub id, folder or .ckpt)")
-    _common(q, out_help="report folder to create", resume=False)
+    _common(q, out_help="report folder to create", resume=False, rerun=False)
     q = ev.add_parser("consistency", help="3D consistency of a views folder: held-out re-render PSNR/SSIM",
                       epilog=EPILOG)
     q.add_argument("views_dir", type=Path, metavar="VIEWS_DIR")
-    _common(q, out_help="report folder to create", resume=False)
+    _common(q, out_help="report folder to create", resume=False, rerun=False)
+
+    p = sub.add_parser("serve", help="the web app: a photo in the browser -> views, mesh, downloads", epilog=EPILOG)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--model", help="Zero-1-to-3 weights, loaded once for every request (default the config's)")
+    p.add_argument("--concurrency", type=int, default=1, help="runs at the same time (default 1: one GPU job)")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload in MB (default 25)")
+    p.add_argument("--scene-root", type=Path, help="folder searched first for scenes")
+    _common(p, out_help="folder the runs are written into (default runs/web)", resume=False, rerun=False)
     return parser
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = RichHandler(show_time=False, show_path=False, markup=False)
+    # stderr: stdout carries the results (`--json`, metrics) that scripts read
+    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False, markup=False)
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     for noisy in ("PIL", "urllib3", "numba", "matplotlib", "httpx", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -150,37 +178,48 @@ def _camera_overrides(args) -> list[str]:
     return extra
 
 
+def _overrides(args, extra=()) -> list[str]:
+    """The trailing key=value overrides, then the flags that stand for config keys."""
+    return [*args.overrides, *extra, *([f"threads={args.threads}"] if args.threads is not None else [])]
+
+
+def _print_result(args, result) -> None:
+    from img2mesh.api import describe, summary
+
+    print(describe(result) if args.json else summary(result))
+
+
 def cmd_run(args, stop_after: str) -> int:
-    from img2mesh.api import describe, run
+    from img2mesh.api import run
 
     if args.scene is None and args.image is None and args.resume is None:
         raise InputError("give --scene NAME or --image PATH (or --resume RUN_DIR)")
     source, kind = (args.image, "image") if args.image is not None else (args.scene, "scene")
-    result = run(source, config=args.config, overrides=[*args.overrides, *_camera_overrides(args)], out=args.out,
+    result = run(source, config=args.config, overrides=_overrides(args, _camera_overrides(args)), out=args.out,
                  resume=args.resume, scene_root=args.scene_root, stop_after=stop_after, quiet=args.quiet,
-                 kind=kind)
-    print(describe(result))
+                 kind=kind, rerun=args.rerun)
+    _print_result(args, result)
     return 0
 
 
 def cmd_recon(args) -> int:
-    from img2mesh.api import describe, reconstruct_views
+    from img2mesh.api import reconstruct_views
 
     if args.views is None:
         raise InputError("give --views DIR, a folder with transforms.json and RGBA images")
-    result = reconstruct_views(args.views, config=args.config, overrides=args.overrides, out=args.out,
-                               resume=args.resume, quiet=args.quiet)
-    print(describe(result))
+    result = reconstruct_views(args.views, config=args.config, overrides=_overrides(args), out=args.out,
+                               resume=args.resume, quiet=args.quiet, rerun=args.rerun)
+    _print_result(args, result)
     return 0
 
 
 def cmd_export(args) -> int:
-    from img2mesh.api import describe, export_run
+    from img2mesh.api import export_run
 
     run_dir = args.run_dir or args.out or args.resume
     if run_dir is None:
         raise InputError("give the run directory to export: img2mesh export RUN_DIR")
-    print(describe(export_run(run_dir, config=args.config, overrides=args.overrides, quiet=args.quiet)))
+    _print_result(args, export_run(run_dir, config=args.config, overrides=_overrides(args), quiet=args.quiet))
     return 0
 
 
@@ -189,10 +228,13 @@ def cmd_batch(args) -> int:
 
     extra = [*([f"data.elevation={args.elevation}"] if args.elevation is not None else []),
              *([f"diffusion.model={args.model}"] if args.model else [])]
-    result = run_batch(args.inputs, args.out, config=args.config, overrides=[*args.overrides, *extra], ray=args.ray,
-                       quiet=args.quiet)
+    result = run_batch(args.inputs, args.out, config=args.config, overrides=_overrides(args, extra), ray=args.ray,
+                       quiet=args.quiet, rerun=args.rerun)
     done = len(result.rows) - len(result.failed)
-    print(f"{done} of {len(result.rows)} images done in {result.seconds:.1f} s: {result.summary}")
+    if args.json:
+        print(json.dumps({"out": str(result.out), "seconds": result.seconds, "rows": result.rows}, indent=2))
+    else:
+        print(f"{done} of {len(result.rows)} images done in {result.seconds:.1f} s: {result.summary}")
     if result.failed:
         first = result.failed[0]
         print(f"img2mesh: error: {len(result.failed)} image(s) failed, e.g. {first['run']}: {first['error']} "
@@ -229,8 +271,11 @@ def cmd_render(args) -> int:
     from img2mesh.data.cameras import camera_layout
     from img2mesh.recon import render_mesh_to_folder
 
+    from .rundir import check_new_folder
+
     if args.out is None:
         raise InputError("give the folder to write with --out DIR")
+    check_new_folder(args.out, "choose another --out")
     cams = camera_layout(args.layout, elevation=args.elevation, radius=args.radius, fov_x=math.radians(args.fov),
                          size=args.size)
     views = render_mesh_to_folder(args.mesh, args.out, cams, up=args.up, normalize=args.normalize)
@@ -241,9 +286,16 @@ def cmd_render(args) -> int:
 def cmd_metrics(args) -> int:
     from img2mesh.data.io import atomic_write_text
     from img2mesh.recon import load_mesh, mesh_metrics
+    from img2mesh.recon.mesh.render import file_up_axis
 
-    scores = mesh_metrics(load_mesh(args.pred, up=args.pred_up), load_mesh(args.gt, up=args.gt_up),
-                          normalize_pred=args.normalize_pred)
+    meshes = []
+    for role, path, given, flag in (("PRED", args.pred, args.pred_up, "--pred-up"), ("GT", args.gt, args.gt_up,
+                                                                                      "--gt-up")):
+        up, why = file_up_axis(path, given)
+        log.info("%s %s: read as %s-up (%s; %s %s if it is not)", role, path.name, up, why, flag,
+                 "z" if up == "y" else "y")
+        meshes.append(load_mesh(path, up=up))
+    scores = mesh_metrics(*meshes, normalize_pred=args.normalize_pred)
     if args.json:
         print(json.dumps(scores, indent=2))
     else:
@@ -258,14 +310,22 @@ def cmd_eval(args) -> int:
     from img2mesh.api import eval_consistency, eval_nvs
 
     if args.eval_command == "nvs":
-        overrides = [*args.overrides, *([f"diffusion.model={args.model}"] if args.model else [])]
+        overrides = _overrides(args, [f"diffusion.model={args.model}"] if args.model else [])
         print(eval_nvs(args.objects, config=args.config, overrides=overrides, out=args.out, layout=args.layout,
                        elevation=args.elevation, input_index=args.input_index, up=args.up, objects=args.only, size=args.size,
                        quiet=args.quiet))
     else:
-        print(eval_consistency(args.views_dir, config=args.config, overrides=args.overrides, out=args.out,
+        print(eval_consistency(args.views_dir, config=args.config, overrides=_overrides(args), out=args.out,
                                quiet=args.quiet))
     return 0
+
+
+def cmd_serve(args) -> int:
+    from img2mesh.web import DEFAULT_OUT, serve
+
+    return serve(out=args.out or DEFAULT_OUT, host=args.host, port=args.port, model=args.model, preset=args.config,
+                 overrides=args.overrides, concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
+                 scene_root=args.scene_root, quiet=args.quiet)
 
 
 COMMANDS = {
@@ -279,6 +339,7 @@ COMMANDS = {
     "render": cmd_render,
     "metrics": cmd_metrics,
     "eval": cmd_eval,
+    "serve": cmd_serve,
 }
 
 
@@ -300,10 +361,26 @@ def main(argv: list[str] | None = None) -> int:
     except Img2MeshError as e:
         print(f"img2mesh: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("img2mesh: interrupted; finished stages are kept: continue with --resume RUN_DIR", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        print(f"img2mesh: interrupted{_resume_hint(args.command, argv, getattr(e, 'run_dir', None))}",
+              file=sys.stderr)
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _resume_hint(command: str, argv: list[str], run_dir) -> str:
+    """Where the finished stages are, and this command again with --resume instead of --out: a setting is saved
+    only with a stage that finished under it, so the continuation repeats them all."""
+    if run_dir is None:
+        return "; no stage had finished, nothing was kept" if command in ("run", "views", "recon") else ""
+    again, skip = [], False
+    for token in argv:
+        if skip or token.startswith("--out="):
+            skip = False
+            continue
+        skip = token == "--out"
+        if not skip:
+            again.append(token)
+    if command != "export" and "--resume" not in again and not any(t.startswith("--resume=") for t in again):
+        again[again.index(command) + 1:again.index(command) + 1] = ["--resume", str(run_dir)]
+    return f"; finished stages are kept in {run_dir}: continue with `{shlex.join(['img2mesh', *again])}`"

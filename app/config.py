@@ -1,8 +1,9 @@
 """The one top-level config: component configs nested, loaded from configs/*.yaml with omegaconf.
 
 `load_config("cpu", ["seed=1", "recon.steps=100"])` merges, in order: the dataclass defaults,
-`configs/default.yaml`, the named preset (or any YAML path), then dotlist overrides. Unknown keys and
-wrong types are errors that name the key.
+`configs/default.yaml`, the named preset (or any YAML path), then dotlist overrides. A resumed run starts
+from its saved config instead (``base=RUN/config.yaml``), with only the preset's own keys and the overrides
+on top. Unknown keys and values of the wrong type are errors that name the key and say which it is.
 """
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import dataclasses
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from img2mesh.data.config import DataConfig
 from img2mesh.data.errors import InputError
@@ -59,6 +61,10 @@ class BatchConfig:
 class Config:
     seed: int = 0  # one seed for every sampler (diffusion noise, ray batches)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    # torch's CPU threads (torch.set_num_threads); 0 leaves torch's own setting (by default one per core: the
+    # fastest on a machine to itself). Where other jobs share the cores, 1 is faster: OpenMP threads that wait
+    # for a busy core stall every op. Fixed rather than guessed from the load: the count changes the numbers.
+    threads: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     recon: ReconConfig = field(default_factory=ReconConfig)
@@ -82,39 +88,63 @@ def _preset_path(name_or_path: str) -> Path | None:
     return Path(str(resources.files("img2mesh.configs") / f"{name_or_path}.yaml"))
 
 
-def load_config(name_or_path: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults <- default.yaml <- preset <- ``key=value`` overrides; returns a plain ``Config``."""
-    try:
-        merged = OmegaConf.structured(Config)
-        layers = [_preset_path("default")]
-        if name_or_path != "default":
-            layers.append(_preset_path(name_or_path))
-        for path in layers:
+def load_config(name_or_path: str | None = "default", overrides: list[str] | tuple[str, ...] = (),
+                base: str | os.PathLike | None = None) -> Config:
+    """Defaults <- default.yaml <- preset <- ``key=value`` overrides; returns a plain ``Config``.
+
+    ``base``: a saved config (a run's config.yaml) to start from instead of the defaults; a preset named as
+    well then applies only the keys its own file sets (for ``default``: default.yaml's)."""
+    merged = OmegaConf.structured(Config)
+    if base is not None:
+        layers = [Path(base)] + ([_preset_path(name_or_path)] if name_or_path else [])
+    else:
+        name_or_path = name_or_path or "default"
+        layers = [_preset_path("default")] + ([_preset_path(name_or_path)] if name_or_path != "default" else [])
+    for path in layers:
+        with _config_errors(f" in {path}"):
             layer = OmegaConf.load(path)
-            refuse_renamed(flat_keys(OmegaConf.to_container(layer)), str(path))
+            refuse_renamed(flatten(OmegaConf.to_container(layer)), str(path))
             merged = OmegaConf.merge(merged, layer)
-        bad = [o for o in overrides if "=" not in o]
-        if bad:
-            raise InputError(f"config override {bad[0]!r} must look like key=value (e.g. seed=1)")
-        refuse_renamed([o.split("=", 1)[0].strip() for o in overrides], "the command line")
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise InputError(f"config override {bad[0]!r} must look like key=value (e.g. seed=1)")
+    refuse_renamed([o.split("=", 1)[0].strip() for o in overrides], "the command line")
+    with _config_errors(""):
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as e:
-        first = str(e).strip().splitlines()[0]
-        key = getattr(e, "full_key", None)
-        raise InputError(f"bad config{f' key {key!r}' if key else ''}: {first}") from None
+    if cfg.threads < 0:
+        raise InputError(f"threads must be >= 0 (0 = torch's default), got {cfg.threads}")
     # Export settings are checked now, not after hours of views and training.
     check_asset_settings(target_faces=cfg.export.target_faces, texture_size=cfg.export.texture_size,
                          origin=cfg.export.origin, scale=cfg.export.scale)
     return cfg
 
 
-def flat_keys(tree, prefix: str = "") -> list[str]:
-    """Dotted keys of a nested dict's leaves (and of its empty sections)."""
-    if isinstance(tree, dict) and tree:
-        return [k for key, value in tree.items() for k in flat_keys(value, f"{prefix}.{key}" if prefix else str(key))]
-    return [prefix] if prefix else []
+@contextmanager
+def _config_errors(where: str):
+    """omegaconf's errors as one line that says whether the key or its value is wrong."""
+    try:
+        yield
+    except OmegaConfBaseException as e:
+        first = str(e).strip().splitlines()[0]
+        key = getattr(e, "full_key", None)
+        if isinstance(e, ConfigKeyError):
+            raise InputError(f"unknown config key {key!r}{where}: {first}") from None
+        if isinstance(e, ValidationError) and key:
+            raise InputError(f"bad value for config key {key!r}{where}: {first}") from None
+        raise InputError(f"bad config{f' key {key!r}' if key else ''}{where}: {first}") from None
+
+
+def flatten(section, prefix: str = "") -> dict:
+    """A config (section) as ``{"dotted.key": value}``, for saying which settings changed."""
+    data = to_dict(section)
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
+    flat = {}
+    for key, value in data.items():
+        flat.update(flatten(value, f"{prefix}{key}."))
+    return flat
 
 
 def refuse_renamed(keys, source: str) -> None:

@@ -14,7 +14,9 @@ every file it wrote. A stage is skipped on ``--resume`` only when the key matche
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +31,9 @@ from img2mesh.data.io import atomic_write_text, sha256_bytes, sha256_file
 class StageRecord:
     key: str
     outputs: dict[str, str]  # path relative to the run dir -> sha256
-    seconds: float
+    seconds: float  # the stage's compute time; a recon continued from its checkpoint counts every part
     finished: str
+    settings: dict = field(default_factory=dict)  # the flattened config it was keyed on, to say what changed
 
     @property
     def output_hash(self) -> str:
@@ -42,6 +45,7 @@ class StageRecord:
 class RunDir:
     root: Path
     meta: dict = field(default_factory=dict)
+    made: list[Path] | None = None  # folders this process created for a new run (None: an existing run)
 
     @property
     def input_dir(self) -> Path:
@@ -64,15 +68,40 @@ class RunDir:
         return self.root / "config.yaml"
 
     # -- creation ---------------------------------------------------------------------------------------
+    @staticmethod
+    def check_new(root: Path) -> None:
+        """Refuse, before any work, a folder that holds files (earlier results are never overwritten) or that
+        cannot be created."""
+        check_new_folder(root, f"pass --resume {root} to continue that run, or choose another --out")
+
     @classmethod
-    def create(cls, root: Path) -> "RunDir":
-        """A new run; refuses a folder that already holds files so earlier results are never overwritten."""
-        root = Path(root)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise InputError(f"{root} already exists and is not empty: pass --resume {root} to continue that run, "
-                             "or choose another --out")
-        root.mkdir(parents=True, exist_ok=True)
-        return cls(root, {"stages": {}, "created": _now()})
+    def new(cls, root: Path) -> "RunDir":
+        """A new run, checked but not yet on disk (:meth:`make`); refuses a folder that already holds files so
+        earlier results are never overwritten."""
+        cls.check_new(root)
+        return cls(Path(root), {"stages": {}, "created": _now()}, made=[])
+
+    def make(self) -> None:
+        """Create a new run's folder (and any missing parents, remembered for :meth:`remove_if_unfinished`)."""
+        if self.made is None or self.made:
+            return
+        self.made = [p for p in [self.root, *self.root.parents] if not p.exists()]
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def remove_if_unfinished(self) -> bool:
+        """A new run that failed before any stage finished: remove what it wrote (and the folders it made)."""
+        if self.meta["stages"] or self.made is None:
+            return False
+        if not self.root.exists():
+            return True
+        for path in list(self.root.iterdir()) if self.root.is_dir() else []:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        for folder in self.made:  # deepest first; only if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        return True
 
     @classmethod
     def open(cls, root: Path) -> "RunDir":
@@ -104,7 +133,8 @@ class RunDir:
                 return None
         return rec
 
-    def finish(self, stage: str, key: str, outputs: list[Path], seconds: float) -> StageRecord:
+    def finish(self, stage: str, key: str, outputs: list[Path], seconds: float,
+               settings: dict | None = None) -> StageRecord:
         files: list[Path] = []
         for out in outputs:
             out = Path(out)
@@ -115,6 +145,7 @@ class RunDir:
             outputs={str(p.relative_to(self.root)): sha256_file(p) for p in files},
             seconds=round(seconds, 3),
             finished=_now(),
+            settings=settings or {},
         )
         self.meta["stages"][stage] = rec.__dict__
         self.save()
@@ -131,6 +162,19 @@ class RunDir:
 
     def timings(self) -> dict[str, float]:
         return {name: rec["seconds"] for name, rec in self.meta["stages"].items()}
+
+
+def check_new_folder(root: Path, hint: str) -> None:
+    """Refuse a folder that holds files (earlier results are never overwritten) or that cannot be created;
+    ``hint`` says what to do instead."""
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise InputError(f"{root} already exists and is not empty: {hint}")
+    existing = next(p for p in [root, *root.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"cannot create {root}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot create {root}: {existing} is not writable; choose another --out")
 
 
 def environment_info(device: torch.device) -> dict:

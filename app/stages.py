@@ -64,8 +64,9 @@ def input_camera(cfg: Config, source: InputSource, width: int, height: int) -> C
 
 
 # -- 1. preprocess ------------------------------------------------------------------------------------------
-def preprocess_stage(cfg: Config, source: InputSource, rd: RunDir) -> tuple[PreparedInput, list[Path]]:
-    loaded = load_image(source.image_path, cfg.data.max_side)
+def preprocess_stage(cfg: Config, source: InputSource, rd: RunDir, loaded=None) -> tuple[PreparedInput, list[Path]]:
+    """``loaded``: the source image as ``load_image`` read it (the caller's up-front check), else read here."""
+    loaded = loaded if loaded is not None else load_image(source.image_path, cfg.data.max_side)
     alpha = loaded.alpha
     if alpha is None:
         log.info("removing the background with rembg (%s)", cfg.data.rembg_model)
@@ -126,9 +127,16 @@ def load_views(rd: RunDir) -> Views:
 
 
 # -- 3. recon -----------------------------------------------------------------------------------------------
-def recon_stage(cfg: Config, views: Views, rd: RunDir, device: torch.device):
+def recon_stage(cfg: Config, views: Views, rd: RunDir, device: torch.device, key: str):
+    """``key``: the stage's key. A checkpoint left by a killed run continues only under the same key: the
+    trainer checks the recon settings, not the views or the seed it was trained with."""
     from img2mesh.recon import reconstruct
+    from img2mesh.recon.trainer import CHECKPOINT_NAME
 
+    marker = rd.recon_dir / "stage_key"
+    if not marker.is_file() or marker.read_text().strip() != key:
+        (rd.recon_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+        atomic_write_text(marker, key)
     result = reconstruct(cfg.recon, views, rd.recon_dir, seed=cfg.seed, device=device, resume=True)
     return result, [Path(result.field_path)]
 
@@ -161,7 +169,7 @@ def export_stage(cfg: Config, field_path: Path, views: Views | None, rd: RunDir,
     log.info("mesh: %d faces%s", len(mesh.faces), f", {e.texture_size} px texture" if "texture_size" in asset.stats
              else "")
     if cfg.export.grid and views is not None and len(views):
-        files.grid = views_grid([v.rgb_on_white for v in views], rd.root / "views_grid.png")
+        files.grid = views_grid([labelled(v) for v in views], rd.root / "views_grid.png")
         outputs.append(files.grid)
     if cfg.export.turntable:
         elevation = views[0].camera.elevation if views is not None and len(views) else 20.0
@@ -169,6 +177,17 @@ def export_stage(cfg: Config, field_path: Path, views: Views | None, rd: RunDir,
                                            size=cfg.export.turntable_size, elevation=elevation)
         outputs.append(files.turntable)
     return files, outputs
+
+
+def labelled(view) -> np.ndarray:
+    """A view on white, uint8, with its camera written in the corner ("input" for the input view)."""
+    from PIL import ImageDraw
+
+    image = Image.fromarray((np.clip(view.rgb_on_white, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    cam = view.camera
+    text = f"{'input ' if view.is_input else ''}az {cam.azimuth:.0f} el {cam.elevation:.0f}"
+    ImageDraw.Draw(image).text((4, 2), text, fill=(0, 0, 0))
+    return np.asarray(image)
 
 
 def load_mesh_files(cfg: Config, rd: RunDir) -> MeshFiles:

@@ -27,3 +27,9 @@ class UnavailableError(Img2MeshError):
     """A capability that is not available in this installation or on this device."""
 
     exit_code = 4
+
+
+class DivergedError(Img2MeshError):
+    """An optimisation left its sane range and could not be brought back (the message names the likely cause)."""
+
+    exit_code = 5

@@ -2,9 +2,10 @@
 
 Documented fallbacks (each logged as a warning, never silent):
 - larger than ``max_side`` pixels on a side: downscaled (Lanczos) so the longer side is ``max_side``;
-- an alpha channel that is fully opaque or fully transparent carries no mask: it is dropped and the
-  background is removed from the colour image instead.
-Everything else that cannot be read is an :class:`InputError` with one line saying why.
+- an alpha channel that is fully opaque carries no mask: it is dropped and the background is removed
+  from the colour image instead.
+Refused with one :class:`InputError` line saying why: anything that cannot be read, an image smaller than
+``MIN_SIDE`` pixels on a side (no object to see), and a fully transparent image (nothing visible).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 8192
+MIN_SIDE = 16  # below this no object can be made out; Zero-1-to-3 itself works at 256 px
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit below, with a downscale instead of an error
 SUPPORTED = "PNG, JPEG, WebP, BMP, TIFF"
 
@@ -65,6 +67,9 @@ def load_image(path: str | os.PathLike, max_side: int = MAX_SIDE) -> LoadedImage
         raise InputError(f"{path} could not be decoded, the file looks truncated or corrupt ({e})") from None
     if im.width == 0 or im.height == 0:
         raise InputError(f"image {path} has zero size ({im.width}x{im.height})")
+    if min(im.size) < MIN_SIDE:
+        raise InputError(f"image {path} is {im.width}x{im.height} pixels, too small to show an object: give one at "
+                         f"least {MIN_SIDE} px on each side (256 px or more works best)")
 
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         im = _to_8bit(im)
@@ -84,9 +89,9 @@ def load_image(path: str | os.PathLike, max_side: int = MAX_SIDE) -> LoadedImage
     alpha = np.ascontiguousarray(arr[..., 3]) if has_alpha else None
     if alpha is not None:
         if alpha.max() == 0:
-            notes.append("alpha channel is fully transparent: ignored, background removed from the colours")
-            alpha = None
-        elif alpha.min() == 255:
+            raise InputError(f"image {path} is fully transparent (alpha 0 everywhere): nothing in it is visible; if "
+                             "its colours show the object, save it without the alpha channel")
+        if alpha.min() == 255:
             notes.append("alpha channel is fully opaque: ignored, background removed from the colours")
             alpha = None
     for note in notes:

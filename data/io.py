@@ -1,7 +1,9 @@
 """Small file helpers: atomic writes and content hashes.
 
 A killed process must never leave a half-written file under a final name, so everything is written
-to a temporary sibling and moved into place with ``os.replace`` (atomic on POSIX and Windows).
+to a temporary sibling and moved into place with ``os.replace`` (atomic on POSIX and Windows). The
+temporary files are private (``mkstemp``: 0600, ``mkdtemp``: 0700); what is moved into place gets the
+permissions a plain ``open`` or ``mkdir`` would give under the process's umask.
 """
 from __future__ import annotations
 
@@ -17,6 +19,26 @@ import numpy as np
 from PIL import Image
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (no window for other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str | os.PathLike, path: Path, mode: int) -> None:
+    """Give ``tmp`` the usual permissions (``mode`` less the umask) and move it to ``path``."""
+    os.chmod(tmp, mode & ~_umask())
+    os.replace(tmp, path)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed."""
@@ -26,7 +48,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        _publish(tmp, path, 0o666)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -59,7 +81,7 @@ def atomic_directory(path: str | os.PathLike):
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
-    os.replace(tmp, path)
+    _publish(tmp, path, 0o777)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

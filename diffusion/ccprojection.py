@@ -56,4 +56,5 @@ def load_cc_projection(folder: str | Path, dtype: torch.dtype = torch.float32) -
                                     "download or convert the model again")
     module = CCProjection(in_channel=in_channel, out_channel=out_channel)
     module.load_state_dict({k: state[k] for k in ("projection.weight", "projection.bias")}, strict=True)
-    return module.to(dtype).eval()
+    # nn.Module.to: diffusers' ModelMixin.to warns about fp32-only modules even when there are none
+    return torch.nn.Module.to(module, dtype=dtype).eval()

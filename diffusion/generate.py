@@ -26,7 +26,7 @@ from img2mesh.data.views import View, Views
 
 from .config import DiffusionConfig
 from .devices import auto_max_batch
-from .pipeline import ConditionRows, SamplerSettings, SamplerStats, denoise
+from .pipeline import ConditionRows, SamplerSettings, SamplerStats, denoise, denoising_steps
 from .viewfusion import FusionStep, RelativePose, plan_independent, plan_viewfusion, relative_poses
 from .zero123 import Zero123, images_to_tensor, pose_vectors, tensor_to_images
 
@@ -64,9 +64,11 @@ def anchor_poses(target: RelativePose, anchors: list[RelativePose]) -> torch.Ten
 
 def synthesize(model: Zero123, input_images: torch.Tensor, inputs: list[RelativePose], targets: list[RelativePose],
                cfg: DiffusionConfig, generator: torch.Generator | None = None,
-               latents: torch.Tensor | None = None) -> Synthesis:
+               latents: torch.Tensor | None = None, on_step: Callable[[int], None] | None = None) -> Synthesis:
     """Sample every target view. input_images [n_in, 3, H, W] in [-1, 1]; latents: initial noise
-    [n_targets, 4, h, w] in target order, or [1, 4, h, w] shared by all targets, or None (drawn)."""
+    [n_targets, 4, h, w] in target order, or [1, 4, h, w] shared by all targets, or None (drawn).
+    ``on_step(n)``: called after every denoising step with the number of views it advanced (progress); the
+    calls add up to n_targets x ``denoising_steps``."""
     # 1. check inputs
     n_in, n_t = len(inputs), len(targets)
     assert input_images.ndim == 4 and input_images.shape[:2] == (n_in, 3), (
@@ -106,17 +108,17 @@ def synthesize(model: Zero123, input_images: torch.Tensor, inputs: list[Relative
 
     # 4. sample
     images, x0 = [None] * n_t, [None] * n_t
+    on_step = on_step or (lambda n: None)
     if cfg.mode == "independent":  # every target at once: all rows in the same UNet batches
         plan = plan_independent(inputs, targets, cfg.input_temp)
-        out = denoise(model, rows_for(plan), latents, settings, generator, stats, desc="views (independent)")
+        out = denoise(model, rows_for(plan), latents, settings, generator, stats, on_step=lambda: on_step(n_t))
         x0 = list(out.latents)
         images = list(torch.cat([model.decode(chunk) for chunk in out.latents.split(settings.max_batch)]))
     else:  # ViewFusion: one target after another, each new view becoming an anchor
         plan = plan_viewfusion(inputs, targets, cfg.window_deg, cfg.inference_temp, cfg.auto_temp, cfg.input_temp)
-        bar = progress(plan, total=len(plan), desc="views (viewfusion)")
-        for step in bar:
-            bar.set_postfix(azimuth=f"{targets[step.target].azimuth:+.0f}", anchors=len(step.anchors))
-            out = denoise(model, rows_for([step]), latents[step.target:step.target + 1], settings, generator, stats)
+        for step in plan:
+            out = denoise(model, rows_for([step]), latents[step.target:step.target + 1], settings, generator, stats,
+                          on_step=lambda: on_step(1))
             image = model.decode(out.latents)  # [1, 3, H, W], clamped to [-1, 1]: the next views' anchor image
             images[step.target], x0[step.target] = image[0], out.latents[0]
             embeds[n_in + step.target] = model.encode_clip(image)[0]  # encoded once, reused by later views
@@ -208,14 +210,12 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
     targets = target_cameras(cfg, input_cameras, cameras)
     input_poses, target_poses = relative_poses(input_cameras, input_cameras[0]), relative_poses(targets, input_cameras[0])
 
-    # 4. sample and decode
-    input_images = images_to_tensor(np.stack([p.rgb_on_white for p in all_inputs]))
-    result = synthesize(model, input_images, input_poses, target_poses, cfg, generator, latents)
-    rgb = tensor_to_images(result.images)  # [n_targets, H, W, 3] in [0, 1]
-
-    # 5. masks for the reconstructor
+    # 4. the mask maker, set up before sampling so that a bad rembg model fails now, not after it
     if remove_background is True:
+        from img2mesh.data.background import load_session
         from img2mesh.data.background import remove_background as rembg_mask
+
+        load_session(rembg_model)
 
         def mask_of(image):
             return rembg_mask(image, rembg_model)
@@ -224,6 +224,15 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
             return np.full(image.shape[:2], 255, np.uint8)
     else:
         mask_of = remove_background
+
+    # 5. sample and decode; the bar counts denoising steps of single views
+    input_images = images_to_tensor(np.stack([p.rgb_on_white for p in all_inputs]))
+    total = len(targets) * denoising_steps(model, cfg.steps, cfg.schedule)
+    with progress(total=total, desc=f"views ({cfg.mode})", unit="step") as bar:
+        result = synthesize(model, input_images, input_poses, target_poses, cfg, generator, latents, bar.update)
+    rgb = tensor_to_images(result.images)  # [n_targets, H, W, 3] in [0, 1]
+
+    # 6. masks for the reconstructor
     generated = []
     for j in progress(range(len(targets)), total=len(targets), desc="masks"):
         image8 = (np.clip(rgb[j], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -231,7 +240,7 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
         assert mask.shape == image8.shape[:2], f"mask {mask.shape} does not match the image {image8.shape[:2]}"
         generated.append(View(np.concatenate([rgb[j], mask[..., None]], axis=-1).astype(np.float32), targets[j]))
 
-    # 6. inputs first, then the generated views by azimuth (from the input, as the reference sorts them)
+    # 7. inputs first, then the generated views by azimuth (from the input, as the reference sorts them)
     order = sorted(range(len(targets)), key=lambda j: (target_poses[j].azimuth % 360.0, target_poses[j].elevation))
     views = [View(p.rgba.astype(np.float32), p.camera, is_input=True) for p in all_inputs]
     views += [generated[j] for j in order]

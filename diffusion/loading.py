@@ -2,7 +2,8 @@
 
 - hub id (``kxic/zero123-xl``, ``kxic/zero123-105000``, ``kxic/zero123-165000``,
   ``ashawkey/zero123-xl-diffusers``): fetched into the Hugging Face cache with ``snapshot_download``
-  (only the six component folders; honours ``HF_HUB_OFFLINE``), then loaded as a folder;
+  (only the six component folders; a complete cached copy is used without asking the network; honours
+  ``HF_HUB_OFFLINE``; an unreachable hub is one error at once, not the client's retries), then loaded as a folder;
 - a folder with ``unet/ vae/ image_encoder/ feature_extractor/ cc_projection/ scheduler/``;
 - an original ``.ckpt`` / ``.safetensors`` file: converted in memory (``img2mesh convert`` saves the result).
 Every user-fixable problem is one :class:`ResourceError` / :class:`InputError` line saying what to do.
@@ -38,28 +39,79 @@ def load_zero123(source: str | os.PathLike = DEFAULT_MODEL, device=None, dtype=N
     """
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    path = Path(os.path.expanduser(str(source)))
-    if path.is_dir():
+    kind, path = check_model(source, cache_dir)
+    if kind == "folder":
         model = load_folder(path)
-    elif path.is_file():
-        if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-            raise InputError(f"{path} is not a model: give a diffusers folder, a hub id or an LDM checkpoint "
-                             f"({', '.join(CHECKPOINT_SUFFIXES)})")
+    elif kind == "checkpoint":
         from .checkpoint import zero123_from_ldm_checkpoint
 
         log.info("converting %s in memory (save it once with `img2mesh convert %s OUT` to load faster)", path, path)
         model = zero123_from_ldm_checkpoint(path)
-    elif looks_like_hub_id(str(source)):
-        model = load_folder(download_from_hub(str(source), cache_dir))
     else:
+        model = load_folder(path if path is not None else _download(str(source), cache_dir))
+    return model.to(device=device, dtype=dtype)
+
+
+def check_model(source: str | os.PathLike = DEFAULT_MODEL, cache_dir=None) -> tuple[str, Path | None]:
+    """What ``source`` is, checked without loading anything: ("folder", path) for a complete diffusers
+    folder, ("checkpoint", path) for a weight file, ("hub", snapshot folder) for a hub id already in the
+    cache, ("hub", None) for one to download (the hub was reached). Anything else raises the error a user
+    can act on: an incomplete folder, a missing path, a hub id that is neither cached nor downloadable."""
+    path = Path(os.path.expanduser(str(source)))
+    if path.is_dir():
+        check_folder(path)
+        return "folder", path
+    if path.is_file():
+        if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            raise InputError(f"{path} is not a model: give a diffusers folder, a hub id or an LDM checkpoint "
+                             f"({', '.join(CHECKPOINT_SUFFIXES)})")
+        return "checkpoint", path
+    if not looks_like_hub_id(str(source)):
         raise InputError(f"model {str(source)!r} is neither an existing folder or checkpoint file nor a hub id "
                          f"like {DEFAULT_MODEL}: check the --model path")
-    return model.to(device=device, dtype=dtype)
+    return "hub", find_hub_model(str(source), cache_dir)
 
 
 def looks_like_hub_id(source: str) -> bool:
     parts = source.split("/")
     return len(parts) == 2 and all(parts) and not source.startswith((".", "~")) and "\\" not in source
+
+
+def missing_weights_error(repo_id: str, why: str) -> ResourceError:
+    from huggingface_hub import constants
+
+    return ResourceError(
+        f"Zero-1-to-3 weights {repo_id} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}: "
+        f"download them with `hf download {repo_id}` where there is internet (and copy the cache here), or pass "
+        "--model PATH for a local diffusers folder (convert an original .ckpt into one with "
+        "`img2mesh convert CKPT OUT`)")
+
+
+def cached_snapshot(repo_id: str, cache_dir=None) -> Path | None:
+    """The cached snapshot folder of a hub repo when every component is in it (no network), else None."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError) or a cache folder it cannot read
+        return None
+    return path if all((path / c).is_dir() and any((path / c).iterdir()) for c in COMPONENTS) else None
+
+
+def hub_unreachable(repo_id: str, timeout: float = 10.0) -> str | None:
+    """Why the hub cannot serve ``repo_id`` (one request, no retries), or None when it can."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    url = f"{constants.ENDPOINT}/api/models/{repo_id}"
+    try:
+        response = get_session().head(url, timeout=timeout)
+    except Exception as e:  # DNS, refused, timeout: the huggingface_hub client's own retries would take ~30 s
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"{constants.ENDPOINT} cannot be reached ({type(e).__name__}{': ' + first[:100] if first else ''})"
+    if response.status_code >= 400:
+        return f"the hub answered {response.status_code} for {repo_id} (a typo, or a gated or private repository)"
+    return None
 
 
 def hub_files(repo_id: str) -> list[str] | None:
@@ -70,7 +122,7 @@ def hub_files(repo_id: str) -> list[str] | None:
         return None
     try:
         listing = HfApi().list_repo_files(repo_id)
-    except Exception as e:  # offline, no such repo, rate limits: snapshot_download reports it better
+    except Exception as e:  # no such repo, rate limits: snapshot_download reports it better
         log.debug("could not list %s: %s", repo_id, e)
         return None
     files = [f for f in listing if f == "model_index.json" or (f.split("/")[0] in COMPONENTS and f.endswith(".json"))]
@@ -80,28 +132,53 @@ def hub_files(repo_id: str) -> list[str] | None:
     return files
 
 
+def find_hub_model(repo_id: str, cache_dir=None) -> Path | None:
+    """The cached snapshot folder of a hub repo, or None when it must be downloaded and the hub answers;
+    raises when it is neither cached nor downloadable (offline, hub unreachable)."""
+    from huggingface_hub import constants
+
+    from img2mesh.data.scenes import offline
+
+    cached = cached_snapshot(repo_id, cache_dir)
+    if cached is not None:
+        return cached
+    if constants.HF_HUB_OFFLINE or offline():
+        raise missing_weights_error(repo_id, "downloads are off (HF_HUB_OFFLINE / IMG2MESH_OFFLINE is set)")
+    unreachable = hub_unreachable(repo_id)
+    if unreachable:
+        raise missing_weights_error(repo_id, unreachable)
+    return None
+
+
 def download_from_hub(repo_id: str, cache_dir=None) -> Path:
-    """Fetch (or find in the cache) the component folders of a hub repo; return the snapshot folder."""
+    """Find in the cache (no network) or fetch the component folders of a hub repo; return the snapshot folder."""
+    cached = find_hub_model(repo_id, cache_dir)
+    return cached if cached is not None else _download(repo_id, cache_dir)
+
+
+def _download(repo_id: str, cache_dir=None) -> Path:
     from huggingface_hub import snapshot_download
 
+    log.info("downloading %s from the Hugging Face hub (once, into its cache)", repo_id)
     patterns = hub_files(repo_id) or ["model_index.json", *(f"{c}/*" for c in COMPONENTS)]
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache_dir))
     except Exception as e:
-        reason = str(e).strip().splitlines()[0].split(". ")[0][:120] if str(e).strip() else type(e).__name__
-        raise ResourceError(
-            f"Zero-1-to-3 weights {repo_id!r} are not in the Hugging Face cache and could not be downloaded "
-            f"({type(e).__name__}: {reason}): run `huggingface-cli download {repo_id}` where there is internet "
-            f"(or copy the cache), or pass --model PATH to a downloaded folder or .ckpt"
-        ) from None
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise missing_weights_error(repo_id, f"the download failed ({type(e).__name__}"
+                                             f"{': ' + reason if reason else ''})") from None
 
 
-def load_folder(path: Path) -> Zero123:
-    """Load a diffusers-format Zero-1-to-3 folder on the CPU in fp32 (the caller moves it)."""
+def check_folder(path: Path) -> None:
     missing = [c for c in COMPONENTS if not (path / c).is_dir()]
     if missing:
         raise ResourceError(f"{path} is not a complete Zero-1-to-3 folder: it lacks {', '.join(f'{m}/' for m in missing)}; "
                             "download it again or convert a .ckpt with `img2mesh convert CKPT OUT`")
+
+
+def load_folder(path: Path) -> Zero123:
+    """Load a diffusers-format Zero-1-to-3 folder on the CPU in fp32 (the caller moves it)."""
+    check_folder(path)
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPVisionModelWithProjection
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from img2mesh.data.errors import InputError
-from img2mesh.data.progress import progress
 
 from .scheduler import make_scheduler
 from .zero123 import Zero123
@@ -121,12 +121,19 @@ class Denoiser:
         return torch.cat(out)
 
 
+def denoising_steps(model: Zero123, steps: int, schedule: str) -> int:
+    """How many updates :func:`denoise` runs for ``steps`` (the reference schedule runs one more)."""
+    scheduler = make_scheduler(model.scheduler.config, schedule)
+    scheduler.set_timesteps(steps)
+    return len(scheduler.timesteps)
+
+
 @torch.no_grad()
 def denoise(model: Zero123, rows: ConditionRows, latents: torch.Tensor, settings: SamplerSettings,
             generator: torch.Generator | None = None, stats: SamplerStats | None = None,
-            desc: str | None = None) -> Denoised:
+            on_step: Callable[[], None] | None = None) -> Denoised:
     """Initial noise [G, 4, h, w] -> denoised scaled latents [G, 4, h, w] (fp32) and the timesteps run.
-    ``desc``: show a step bar."""
+    ``on_step``: called after each denoising step (progress bars)."""
     # 1. check inputs
     n_groups = latents.shape[0]
     assert latents.ndim == 4 and rows.concat.shape[1:] == latents.shape[1:], (
@@ -154,8 +161,7 @@ def denoise(model: Zero123, rows: ConditionRows, latents: torch.Tensor, settings
     unet = Denoiser(model, settings.max_batch, stats)
 
     # 4. denoising loop
-    timesteps = scheduler.timesteps if desc is None else progress(scheduler.timesteps, len(scheduler.timesteps), desc)
-    for t in timesteps:
+    for t in scheduler.timesteps:
         # 4a. noise prediction for every UNet row, then classifier-free guidance per row
         eps_all = unet(latents[source], t, context, concat)  # [B, 4, h, w]
         eps = eps_all[cond_row]  # [R, 4, h, w]
@@ -173,5 +179,7 @@ def denoise(model: Zero123, rows: ConditionRows, latents: torch.Tensor, settings
         x_prev = scheduler.step(eps, int(t), latents[group], eta=settings.eta, variance_noise=noise).prev_sample
         # 4c. interpolated denoising: the group's next state is the weighted sum of its rows' x_{t-1}
         latents = torch.zeros_like(latents).index_add_(0, group, weight * x_prev)
+        if on_step is not None:
+            on_step()
     settings.max_batch = unet.max_batch  # keep a batch size reduced by out-of-memory for the next views
     return Denoised(latents, scheduler.timesteps.cpu())

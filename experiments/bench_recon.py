@@ -76,7 +76,21 @@ def run_one(preset: str, name: str, method: str, views, gt, gt_seen: np.ndarray,
     return {"object": name, "method": method, "preset": preset, "steps": result.steps, "seconds": round(seconds, 1),
             "chamfer": m["chamfer"], "fscore": m["fscore"], "iou": m["iou"],
             "seen_chamfer": seen_chamfer(mesh, gt_seen, [v.camera for v in views]), "psnr": result.psnr,
+            "inv_s": result.stats.get("inv_s"), "rollbacks": result.stats.get("rollbacks"),
             "faces": len(mesh.faces)}
+
+
+def binary_masks(views):
+    """The views with their alpha thresholded at 0.5: the hard edges of SAM, thresholded mattes, renderers
+    without antialiasing."""
+    from img2mesh.data.views import View, Views
+
+    out = []
+    for v in views:
+        rgba = v.rgba.copy()
+        rgba[..., 3] = (rgba[..., 3] >= 0.5).astype(np.float32)
+        out.append(View(rgba, v.camera, v.name, v.is_input))
+    return Views(out)
 
 
 def verdict(row: dict, hull: dict | None, preset: str) -> str:
@@ -94,21 +108,25 @@ def verdict(row: dict, hull: dict | None, preset: str) -> str:
 
 def print_table(rows: list[dict]) -> None:
     head = (f"{'object':<15} {'method':<6} {'preset':<8} {'steps':>6} {'time s':>7} {'Chamfer':>8} {'F-score':>8} "
-            f"{'IoU':>6} {'seen C':>8}  vs hull")
+            f"{'IoU':>6} {'seen C':>8} {'PSNR':>6} {'inv_s':>7}  vs hull")
     print(head)
     print("-" * len(head))
     hulls = {(r["object"], r["preset"]): r for r in rows if r["method"] == "hull"}
     for r in rows:
         v = verdict(r, hulls.get((r["object"], r["preset"])), r["preset"])
         print(f"{r['object']:<15} {r['method']:<6} {r['preset']:<8} {r['steps']:>6} {r['seconds']:>7.1f} "
-              f"{r['chamfer']:>8.5f} {r['fscore']:>8.4f} {r['iou']:>6.3f} {r['seen_chamfer']:>8.5f}  {v}")
+              f"{r['chamfer']:>8.5f} {r['fscore']:>8.4f} {r['iou']:>6.3f} {r['seen_chamfer']:>8.5f} "
+              f"{r['psnr']:>6.2f} {r.get('inv_s') or float('nan'):>7.0f}  {v}")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu", choices=sorted(TARGETS))
     p.add_argument("--objects", nargs="+", default=["cow", "spot", "stanford-bunny"])
-    p.add_argument("--methods", nargs="+", default=["hull", "neus", "voxel"], choices=["hull", "neus", "voxel"])
+    p.add_argument("--methods", nargs="+", default=["hull", "neus", "voxel"],
+                   choices=["hull", "neus", "neus_mlp", "voxel"])
+    p.add_argument("--masks", default="soft", choices=["soft", "binary"],
+                   help="soft: the renders' antialiased alpha; binary: alpha thresholded at 0.5")
     p.add_argument("--size", type=int, default=0, help="view size in px (0: 128 for cpu, 256 for default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -128,12 +146,14 @@ def main(argv=None) -> int:
         work = Path(args.work or tmp)
         for name in args.objects:
             views, gt = gt_views(name, size=size)
+            if args.masks == "binary":
+                views = binary_masks(views)
             gt_seen = seen_points(gt, [v.camera for v in views])
             for method in methods:
                 rows.append(run_one(args.preset, name, method, views, gt, gt_seen, args.device, args.seed, work,
                                     args.overrides))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(f"views: 36 ring at 20 deg, radius 2, FoV 49.1 deg, {size} px; device {args.device}, "
+    print(f"views: 36 ring at 20 deg, radius 2, FoV 49.1 deg, {size} px, {args.masks} masks; device {args.device}, "
           f"{torch.get_num_threads()} torch threads")
     if args.overrides:
         print("overrides:", " ".join(args.overrides))

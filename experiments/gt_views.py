@@ -4,7 +4,7 @@
     views, gt = gt_views("cow")            # 36 views: ring at 20 deg, radius 2, FoV 49.1 deg, 128 px
 
 Normalisation (the metrics' convention too): each mesh is loaded with its file's up axis turned to +z
-(all four OBJ files are y-up), then its bounding box is centred at the origin and its longest side scaled
+(all the OBJ files are y-up), then its bounding box is centred at the origin and its longest side scaled
 to 1 (``normalize_mesh(mesh, 1.0)``), so it sits inside [-0.5, 0.5]^3 and every camera at radius 2 sees it
 whole. Views are rendered by ``img2mesh.recon.render_views`` (2x2 supersampling, fixed world light),
 view 0 (azimuth 0) marked as the input.
@@ -26,6 +26,11 @@ MESHES = {
     "spot": ("spot/spot_triangulated.obj", "y"),
     "stanford-bunny": ("stanford-bunny.obj", "y"),
     "suzanne": ("suzanne.obj", "y"),
+    "ogre": ("ogre.obj", "y"),
+    "beast": ("beast.obj", "y"),
+    "nefertiti": ("nefertiti.obj", "y"),
+    "rocker-arm": ("rocker-arm.obj", "y"),
+    "teapot": ("teapot.obj", "y"),
 }
 
 

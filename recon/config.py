@@ -135,6 +135,18 @@ class OccupancyConfig:
 
 
 @dataclass
+class GuardConfig:
+    """The watch that keeps a run from silently diverging (recon/guard.py)."""
+
+    enabled: bool = True
+    every: int = 50  # steps between checks; the last healthy state is remembered at each
+    psnr_drop: float = 3.0  # dB below the run's best recent training PSNR that counts as a collapse
+    min_surface_px: float = 0.02  # NeuS: a surface softer than this share of a pixel has run away
+    lr_factor: float = 0.5  # each roll-back multiplies the learning rate by this
+    max_rollbacks: int = 3  # then the run stops with an error naming the likely cause
+
+
+@dataclass
 class LossConfig:
     """Weights (lambda_*) and schedules of the losses every method has; a weight of 0 switches a loss off.
     A method's own losses (eikonal, curvature, ...) are weighted in its section."""
@@ -168,6 +180,10 @@ class ReconConfig:
     checkpoint_every: int = 300  # steps between checkpoints (0 = only at the end); runs resume from the last
     input_view_weight: float = 1.0  # loss weight of the input view's rays relative to generated views
     background: float = 1.0  # white background (renders and targets composited onto it)
+    # Binary masks (no partial coverage at the edges) are softened by about a pixel before training: auto (those
+    # detected), soften (all), keep (none). Edges sharper than a pixel make NeuS's sharpness run away.
+    mask_edges: str = "auto"
+    guard: GuardConfig = field(default_factory=GuardConfig)
     init: InitConfig = field(default_factory=InitConfig)
     neus: NeuSConfig = field(default_factory=NeuSConfig)
     neus_mlp: NeuSMLPConfig = field(default_factory=NeuSMLPConfig)

@@ -28,6 +28,7 @@ from .config import ReconConfig, config_from_dict
 from .mesh.config import MeshConfig
 from .methods import METHODS
 from .methods.base import Method
+from .masks import soften_binary_masks
 from .occupancy import OccupancyGrid, use_occupancy_grid
 from .rays import RayBatch, RaySampler, build_ray_bank, march_bounds, ray_aabb, ray_sphere, take_rays
 from .start import START_NAME, Start, load_start, prepare_start, save_start, start_key
@@ -120,6 +121,12 @@ def foreground_sample(sampler: RaySampler, seed: int, n: int = 8192) -> RayBatch
     return RayBatch(**take_rays(sampler.bank, sampler.fg_idx[pick]))
 
 
+def pixel_size(views: Views, start: Start) -> float:
+    """World size of a pixel at the object: the mean camera distance to the box's centre over the focal length."""
+    center = (start.box[0] + start.box[1]) / 2.0
+    return float(np.mean([np.linalg.norm(v.camera.position - center) / v.camera.focal for v in views]))
+
+
 # -- the stage ------------------------------------------------------------------------------------------------
 def method_for(cfg: ReconConfig) -> Method:
     if cfg.method not in METHODS:
@@ -155,11 +162,12 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     views = resize_views(views, cfg.image_size)
+    views, softened = soften_binary_masks(views, cfg.mask_edges)
     cached = False
     if start is None:
         start, cached = cached_start(cfg, method, views, out_dir)
     stats = {"start": "cached" if cached else "computed", "start_seconds": round(start.seconds, 2),
-             "up": [round(float(u), 4) for u in start.up]}
+             "up": [round(float(u), 4) for u in start.up], "softened_masks": softened}
     with torch.random.fork_rng(devices=[]):  # seeded, so runs repeat
         torch.manual_seed(seed)
         field_ = method.build(cfg, start, device)
@@ -178,7 +186,7 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
         occupancy = OccupancyGrid(cfg.occupancy, start.box, device, seed)
         stats["occupancy_grid"] = "nerfacc-cuda" if occupancy.use_cuda else "torch"
     trained = train(cfg, method, field_, sampler, out_dir, seed=seed, resume=resume, meta=meta, stop_at=max_steps,
-                    occupancy=occupancy)
+                    occupancy=occupancy, pixel_size=pixel_size(views, start))
     if occupancy is not None:
         stats["occupied_fraction"] = round(occupancy.occupied_fraction, 4)
     stats.update(method.finish(cfg, field_, foreground_sample(sampler, seed)))

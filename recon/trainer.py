@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from . import losses as L
 from .config import ReconConfig
 from .rays import RayBatch, RaySampler, jittered_patch_rays
 from .schedules import learning_rate_factor, loss_weight
+from .guard import Guard
 from .methods.base import Method, grid_resolutions, match_grids
 from .volume_render import RenderOutput
 
@@ -116,27 +118,32 @@ def compute_losses(cfg: ReconConfig, method: Method, field, batch: RayBatch, out
     return terms
 
 
-def _checkpoint_bytes(step: int, field, optimizer, generator, cfg: ReconConfig, meta: dict, occupancy) -> bytes:
+def _checkpoint_bytes(step: int, field, optimizer, generator, cfg: ReconConfig, meta: dict, occupancy,
+                      guard: Guard) -> bytes:
     buf = io.BytesIO()
     torch.save({"step": step, "field": field.state_dict(), "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state(), "config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
-                "meta": meta, "occupancy": occupancy.state_dict() if occupancy is not None else None}, buf)
+                "meta": meta, "occupancy": occupancy.state_dict() if occupancy is not None else None,
+                "guard": guard.state_dict()}, buf)
     return buf.getvalue()
 
 
 def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir: Path, *, seed: int = 0,
-          resume: bool = True, meta: dict | None = None, stop_at: int | None = None, occupancy=None) -> TrainResult:
+          resume: bool = True, meta: dict | None = None, stop_at: int | None = None, occupancy=None,
+          pixel_size: float = 0.0) -> TrainResult:
     """Optimise ``field`` (built by ``method``) for ``cfg.steps`` steps, checkpointing to ``out_dir/checkpoint.pt``.
 
     ``occupancy``: an :class:`~img2mesh.recon.occupancy.OccupancyGrid` that follows the field and cuts each
     batch's rays to its occupied cells (None: the rays' hull bounds as they are).
     ``stop_at``: leave after that many steps with a checkpoint written (a later call resumes from it);
     schedules still follow ``cfg.steps``.
+    ``pixel_size``: world size of a pixel at the object, the guard's yardstick for sharpness (0: not checked).
     """
     out_dir = Path(out_dir)
     generator = torch.Generator().manual_seed(seed)
     check_losses(cfg, method)
     optimizer = make_optimizer(cfg, method, field)
+    guard = Guard(cfg.guard, pixel_size)
     start, ckpt_path = 0, out_dir / CHECKPOINT_NAME
     cfg_json = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if resume and ckpt_path.is_file():
@@ -149,19 +156,23 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
             generator.set_state(ckpt["generator"])
             if occupancy is not None and ckpt.get("occupancy") is not None:
                 occupancy.load_state_dict(ckpt["occupancy"])
+            guard.load_state_dict(ckpt["guard"])
             start = int(ckpt["step"])
             log.info("resuming reconstruction from step %d", start)
         else:
             log.warning("ignoring %s: it was written with another recon config", ckpt_path)
+    if start:  # a checkpoint is written only after a passed check: the resumed state is a healthy one
+        guard.remember(start, guard.best_psnr, field, optimizer, generator, grid_resolutions(field), occupancy)
     upsample_step, upsample_grid, upsample_to = method.coarse_to_fine(cfg)
     t0, psnrs, terms = time.time(), [], {}
     end = cfg.steps if stop_at is None else max(start, min(cfg.steps, int(stop_at)))
-    bar = progress(range(start, end), total=cfg.steps, desc=f"recon {cfg.method}", initial=start)
-    for step in bar:
+    bar = progress(total=cfg.steps, desc=f"recon {cfg.method}", initial=start)
+    step = start
+    while step < end:
         if step == upsample_step:
             getattr(field, upsample_grid).resample(upsample_to)
             optimizer = make_optimizer(cfg, method, field)  # fresh moments for the re-gridded parameters
-        factor = learning_rate_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_final_ratio)
+        factor = guard.lr_scale * learning_rate_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_final_ratio)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
         batch = sampler.sample(generator)
@@ -179,16 +190,37 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
         loss.backward()
         optimizer.step()
         psnrs = (psnrs + [L.psnr(out.rgb, batch.rgb)])[-50:]
+        done = step + 1
         if step % 10 == 0:
             live = {"loss": f"{float(loss.detach()):.4f}", "psnr": f"{sum(psnrs) / len(psnrs):.2f}"}
             live.update({k: f"{v:.4g}" for k, v in method.live_stats(field).items()})
             bar.set_postfix(live)
-        done = step + 1
+        if guard.due(done):
+            psnr = sum(psnrs) / len(psnrs) if math.isfinite(float(loss.detach())) else math.nan
+            problem = guard.problem(psnr, method.surface_width(field))
+            if problem:
+                back = guard.give_up_or_roll_back(done, problem)
+                log.warning("reconstruction: %s at step %d; back to step %d at %.3gx the learning rate", problem,
+                            done, back.step, guard.lr_scale)
+                match_grids(field, back.grid_resolutions)
+                field.load_state_dict(back.field)
+                optimizer = make_optimizer(cfg, method, field)
+                optimizer.load_state_dict(back.optimizer)
+                generator.set_state(back.generator)
+                if occupancy is not None and back.occupancy is not None:
+                    occupancy.load_state_dict(back.occupancy)
+                bar.n, step, psnrs = back.step, back.step, []
+                bar.refresh()
+                continue
+            guard.remember(done, psnr, field, optimizer, generator, grid_resolutions(field), occupancy)
         periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
         if done < cfg.steps and (periodic or done == end):
             meta_now = {**(meta or {}), "grid_resolutions": grid_resolutions(field)}
             atomic_write_bytes(ckpt_path, _checkpoint_bytes(done, field, optimizer, generator, cfg, meta_now,
-                                                                occupancy))
+                                                                occupancy, guard))
+        bar.update(1)
+        step = done
     bar.close()
+    live = {**method.live_stats(field), "rollbacks": guard.rollbacks}
     return TrainResult(end, time.time() - t0, sum(psnrs) / max(1, len(psnrs)),
-                       {k: float(v.detach()) for k, v in terms.items()}, start, method.live_stats(field))
+                       {k: float(v.detach()) for k, v in terms.items()}, start, live)

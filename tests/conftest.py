@@ -27,3 +27,16 @@ def _torch_determinism():
     # OpenMP barriers make each small op of the tiny models cost milliseconds (measured 20-70x slower).
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def broken_model(tmp_path) -> Path:
+    """A Zero-1-to-3 folder that looks complete (every component folder) but whose files are damaged: it passes
+    the checks made before a run starts and fails when the views stage loads it."""
+    from img2mesh.diffusion.zero123 import COMPONENTS
+
+    root = tmp_path / "broken_model"
+    for name in COMPONENTS:
+        (root / name).mkdir(parents=True)
+        (root / name / "config.json").write_text("{ damaged")
+    return root

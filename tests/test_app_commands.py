@@ -36,3 +36,32 @@ def test_render_recon_export_metrics(shared, tmp_path, capsys):
     assert json.loads((tmp_path / "m" / "metrics.json").read_text()) == scores
     assert main(["metrics", str(run / "mesh.ply"), str(tmp_path / "missing.obj")]) == 2
     assert "missing.obj" in capsys.readouterr().err
+
+
+def test_render_and_metrics_refuse_meshes_out_of_frame(shared, tmp_path, capsys):
+    """cow.obj is a y-up OBJ ten units long: read as y-up by default, and refused (with the flag that fixes it)
+    where it would put the cameras inside it or be compared with a unit-size mesh."""
+    cow, views_dir = shared / "meshes" / "cow.obj", tmp_path / "views"
+    small = ["--layout", "ring4", "--size", "32"]
+    assert main(["render", str(cow), *small, "--out", str(views_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "2 of 4 cameras are inside the mesh's bounding box" in err and "--normalize 1" in err
+    assert "cow.obj as y-up" in " ".join(err.split()) and not views_dir.exists()  # (log lines wrap)
+
+    assert main(["render", str(cow), *small, "--normalize", "1", "--out", str(views_dir)]) == 0
+    capsys.readouterr()
+    assert json.loads((views_dir / "render.json").read_text())["up"] == "y"
+    extents = trimesh.load(views_dir / "gt_mesh.ply", process=False).extents
+    assert np.allclose(extents, np.array([10.444, 3.403, 6.397]) / 10.444, atol=1e-3)  # the cow's height on z
+    assert main(["render", str(cow), *small, "--normalize", "1", "--out", str(views_dir)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+
+    gt = views_dir / "gt_mesh.ply"  # z-up: render.json beside it marks it as img2mesh's
+    assert main(["metrics", str(cow), str(gt)]) == 2
+    err = capsys.readouterr().err
+    assert "10.4 times the size of the ground truth" in err and "--normalize-pred" in err
+    assert main(["metrics", str(cow), str(gt), "--normalize-pred", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["fscore"] > 0.99 and "gt_mesh.ply: read as z-up" in " ".join(captured.err.split())
+    assert main(["metrics", str(cow), str(gt), "--normalize-pred", "--pred-up", "z", "--json"]) == 0
+    assert "match only with y and z swapped" in " ".join(capsys.readouterr().err.split())

@@ -33,13 +33,13 @@ def test_the_reference_preset_is_the_reference_neus():
 def test_dataclass_defaults_are_the_product_defaults_and_presets_hold_only_differences():
     from omegaconf import OmegaConf
 
-    from img2mesh.config import Config, _preset_path, flat_keys
+    from img2mesh.config import Config, _preset_path, flatten
 
     assert load_config("default") == Config()
     defaults = OmegaConf.structured(Config)
     for name in ("cpu", "reference"):
         layer = OmegaConf.load(_preset_path(name))
-        for key in flat_keys(OmegaConf.to_container(layer)):
+        for key in flatten(OmegaConf.to_container(layer)):
             assert OmegaConf.select(layer, key) != OmegaConf.select(defaults, key), f"{name}.yaml restates {key}"
 
 
@@ -71,8 +71,9 @@ def test_yaml_file(tmp_path):
 @pytest.mark.parametrize("name, overrides, message", [
     ("nosuch", [], "unknown config preset 'nosuch'"),
     ("/no/such.yaml", [], "does not exist"),
-    ("default", ["bogus=1"], "bad config key 'bogus'"),
-    ("default", ["seed=abc"], "bad config key 'seed'"),
+    ("default", ["bogus=1"], "unknown config key 'bogus'"),
+    ("default", ["recon.steps=abc"], "bad value for config key 'recon.steps'"),
+    ("default", ["threads=-1"], "threads must be >= 0"),
     ("default", ["seed"], "must look like key=value"),
     ("default", ["export.origin=top"], "export.origin='top': choose one of center, bottom, world"),
     ("default", ["export.texture_size=0"], "export.texture_size=0: choose 16 to 8192"),
@@ -87,3 +88,18 @@ def test_hash_changes_with_config():
     a, b = load_config("cpu"), load_config("cpu", ["diffusion.steps=3"])
     assert config_hash(a.diffusion) != config_hash(b.diffusion)
     assert config_hash(a.recon) == config_hash(b.recon)
+
+
+def test_a_saved_config_is_the_base_and_a_preset_adds_only_its_own_keys(tmp_path):
+    from img2mesh.config import to_yaml
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(load_config("default", ["diffusion.model=/my/model", "recon.steps=40", "seed=3"])))
+    resumed = load_config(None, ["threads=1"], base=saved)
+    assert (resumed.diffusion.model, resumed.recon.steps, resumed.seed, resumed.threads) == ("/my/model", 40, 3, 1)
+    on_top = load_config("cpu", [], base=saved)  # cpu.yaml's keys only: the model and recon.steps stay
+    assert on_top.device == "cpu" and on_top.diffusion.num_views == 12
+    assert (on_top.diffusion.model, on_top.recon.steps, on_top.seed) == ("/my/model", 40, 3)
+    saved.write_text(saved.read_text().replace("seed: 3", "seed: x"))
+    with pytest.raises(InputError, match=f"bad value for config key 'seed' in {saved}"):
+        load_config(None, [], base=saved)

@@ -1,11 +1,22 @@
 """`img2mesh run` through all four stages on the pikachu scene with a tiny random Zero-1-to-3 saved in
-diffusers format, then `--resume` on the same run recomputes nothing, and `img2mesh export` with other asset
+diffusers format; then what `--resume` does with that run: nothing recomputed, new flags on top of the saved
+config, a changed setting that would redo views or recon refused without `--rerun`, nothing saved by a
+failed stage, an interrupted recon continued with its time added up; `img2mesh export` with other asset
 settings reruns the export stage alone."""
+import contextlib
+import io
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+import torch
 import trimesh
 from omegaconf import OmegaConf
 
@@ -29,12 +40,38 @@ def model_dir(tmp_path_factory):
     return build_random_zero123("tiny", seed=0).save_pretrained(tmp_path_factory.mktemp("zero123") / "tiny")
 
 
-def test_run_writes_every_artifact_and_resume_recomputes_nothing(model_dir, tmp_path, shared, capsys):
-    out = tmp_path / "run"
-    code = main(["run", "--scene", "pikachu", "--model", str(model_dir), "--config", "cpu", "--out", str(out),
-                 "--quiet", *FAST])
-    _, err = capsys.readouterr()
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def finished(model_dir, tmp_path_factory, shared):
+    """One full run, made once: (run folder, what the command printed)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["run", "--scene", "pikachu", "--model", str(model_dir), "--config", "cpu", "--out", str(out),
+                     "--quiet", *FAST])
+    assert code == 0, stderr.getvalue()
+    return out, stdout.getvalue()
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path):
+    """A copy of the finished run that a test may change."""
+    return shutil.copytree(finished[0], tmp_path / "run")
+
+
+def cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def files_and_times(run):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()}
+
+
+def test_run_writes_every_artifact_and_resume_recomputes_nothing(finished, capsys):
+    out, stdout = finished
+    assert f"mesh: {out / 'mesh.glb'} (also mesh.obj, mesh.ply)" in stdout  # a summary for people, not JSON
+    assert f"run folder: {out} (ran preprocess" in stdout
 
     views = read_views(out / "views")
     assert len(views) == 4 and views[0].is_input
@@ -54,32 +91,109 @@ def test_run_writes_every_artifact_and_resume_recomputes_nothing(model_dir, tmp_
 
     grid = imageio.imread(out / "views_grid.png")
     assert grid.ndim == 3 and grid.shape[0] > 0
+    assert grid[:12, :60].min() < 80  # the first tile's label ("input az 90 el ...") in its white corner
     frames = imageio.mimread(out / "turntable.mp4")
     assert len(frames) == 8 and frames[0].mean() < 254  # the mesh is in frame
 
     meta = json.loads((out / "run.json").read_text())
     for stage in ("preprocess", "views", "recon", "export"):
         assert meta["stages"][stage]["seconds"] >= 0, stage
+    assert meta["stages"]["views"]["settings"]["data.rembg_model"] == "u2netp"
     assert OmegaConf.create(meta["config"]).recon.steps == 40 and meta["environment"]["torch"]
     assert set(meta["timings"]) >= {"preprocess", "views", "recon", "export"}
+    assert meta["recon"]["method"] == "neus" and meta["recon"]["inv_s"] > 0 and meta["recon"]["rollbacks"] == 0
     assert (out / "recon" / "field.pt").is_file() and not (out / "recon" / "checkpoint.pt").exists()
 
-    records = ("run.json", "config.yaml")  # rewritten by every invocation; stage outputs must not be
-    config = (out / "config.yaml").read_text()
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in records}
-    code = main(["run", "--resume", str(out), "--quiet"])
-    capsys.readouterr()
-    assert code == 0
-    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in records}
-    assert after == before and (out / "config.yaml").read_text() == config  # nothing recomputed
+    before = files_and_times(out)
+    code, stdout, _ = cli(capsys, "run", "--resume", str(out), "--quiet", "--json")
+    assert code == 0 and json.loads(stdout)["run"] == []
+    assert files_and_times(out) == before  # nothing recomputed, nothing rewritten
     again = img2mesh.run(resume=out, quiet=True)
     assert again.stages_run == [] and again.stages_skipped == ["preprocess", "views", "recon", "export"]
 
-    # Other asset settings: `img2mesh export` runs the export stage alone, on the trained field.
-    field_time = (out / "recon" / "field.pt").stat().st_mtime_ns
-    code = main(["export", str(out), "--quiet", "export.target_faces=500", "export.texture_size=128"])
-    printed, err = capsys.readouterr()
+
+def test_export_with_other_asset_settings_reruns_the_export_alone(run_copy, capsys):
+    field = (run_copy / "recon" / "field.pt").stat().st_mtime_ns
+    code, stdout, err = cli(capsys, "export", str(run_copy), "-q", "--json", "export.target_faces=500",
+                            "export.texture_size=128")
     assert code == 0, err
-    assert json.loads(printed)["run"] == ["export"] and (out / "recon" / "field.pt").stat().st_mtime_ns == field_time
-    glb = trimesh.load(out / "mesh.glb", force="mesh", process=False)
+    assert json.loads(stdout)["run"] == ["export"] and (run_copy / "recon" / "field.pt").stat().st_mtime_ns == field
+    glb = trimesh.load(run_copy / "mesh.glb", force="mesh", process=False)
     assert abs(len(glb.faces) - 500) <= 25 and glb.visual.material.baseColorTexture.size == (128, 128)
+
+
+def test_a_preset_on_resume_goes_on_top_and_needs_rerun_to_redo_views(run_copy, capsys, model_dir):
+    before = files_and_times(run_copy)
+    code, _, err = cli(capsys, "run", "--resume", str(run_copy), "-c", "cpu", "-q")
+    # cpu.yaml's own keys on top of the saved config: 4 -> 12 views would regenerate them
+    assert code == 2 and err.count("\n") == 1
+    assert "the finished views stage would be regenerated" in err and "diffusion.num_views 4 -> 12" in err
+    assert "--rerun views" in err
+    assert files_and_times(run_copy) == before  # refused before anything: the saved config is as it was
+    code, stdout, _ = cli(capsys, "run", "--resume", str(run_copy), "-q", "--json")
+    assert code == 0 and json.loads(stdout)["run"] == []  # a plain resume still regenerates nothing
+    code, _, err = cli(capsys, "run", "--resume", str(run_copy), "-q", "--threads", "2", "device=cpu")
+    assert code == 0 and torch.get_num_threads() == 2  # settings no stage depends on: nothing reruns
+
+
+def test_a_changed_recon_setting_reruns_recon_only_when_asked(run_copy, capsys, model_dir):
+    code, _, err = cli(capsys, "run", "--resume", str(run_copy), "-q", "recon.steps=20")
+    assert code == 2 and "the finished recon stage would be rerun" in err and "recon.steps 40 -> 20" in err
+    code, stdout, _ = cli(capsys, "run", "--resume", str(run_copy), "-q", "--json", "--rerun", "recon",
+                          "recon.steps=20")
+    assert code == 0 and json.loads(stdout)["run"] == ["recon", "export"]
+    saved = OmegaConf.load(run_copy / "config.yaml")  # the run's earlier flags kept, the new one on top
+    assert saved.recon.steps == 20 and saved.diffusion.num_views == 4 and saved.diffusion.model == str(model_dir)
+    assert saved.recon.image_size == 64
+
+
+def test_the_rembg_model_is_part_of_the_views(run_copy, capsys, shared, tmp_path, monkeypatch):
+    home = tmp_path / "u2net"  # a second model file: silueta has u2netp's inputs and outputs
+    home.mkdir()
+    for name in ("u2netp", "silueta"):
+        shutil.copy(shared / "models" / "u2netp.onnx", home / f"{name}.onnx")
+    monkeypatch.setenv("U2NET_HOME", str(home))
+    code, _, err = cli(capsys, "views", "--resume", str(run_copy), "-q", "data.rembg_model=silueta")
+    assert code == 2 and "the finished views stage would be regenerated" in err
+    assert "data.rembg_model u2netp -> silueta" in err
+    code, stdout, _ = cli(capsys, "views", "--resume", str(run_copy), "-q", "--json", "--rerun", "views",
+                          "data.rembg_model=silueta")
+    assert code == 0 and json.loads(stdout)["run"] == ["preprocess", "views"]
+    meta = json.loads((run_copy / "run.json").read_text())
+    assert meta["stages"]["views"]["settings"]["data.rembg_model"] == "silueta"
+
+
+def test_a_failed_stage_saves_nothing(run_copy, capsys, broken_model):
+    config, views = (run_copy / "config.yaml").read_bytes(), files_and_times(run_copy / "views")
+    code, _, err = cli(capsys, "views", "--resume", str(run_copy), "-q", "--rerun", "views", "--model",
+                       str(broken_model))
+    assert code == 3 and "truncated or corrupt" in err
+    assert (run_copy / "config.yaml").read_bytes() == config and files_and_times(run_copy / "views") == views
+    code, stdout, _ = cli(capsys, "run", "--resume", str(run_copy), "-q", "--json")
+    assert code == 0 and json.loads(stdout)["run"] == []  # the next plain resume regenerates nothing
+
+
+def test_an_interrupted_recon_continues_and_counts_all_its_time(run_copy, capsys):
+    # 100 steps after the checkpoint leave the signal plenty of time on a loaded machine; the guard's checks
+    # (random views agree on nothing) are not what this test is about.
+    flags = ["--rerun", "recon", "recon.steps=150", "recon.checkpoint_every=50", "recon.guard.enabled=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # pytest-xdist's workers ignore SIGINT, and a child inherits that: give it the default a user's shell gives.
+    proc = subprocess.Popen([sys.executable, "-m", "img2mesh", "run", "--resume", str(run_copy), "-q", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    checkpoint, deadline = run_copy / "recon" / "checkpoint.pt", time.time() + 600
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # at step 50 of 150
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"finished stages are kept in {run_copy}" in err
+    assert f"`img2mesh run --resume {run_copy} -q {' '.join(flags)}`" in err
+    partial = json.loads((run_copy / "run.json").read_text())["partial"]["recon"]["seconds"]
+
+    code, stdout, _ = cli(capsys, "run", "--resume", str(run_copy), "-q", "--json", *flags)
+    assert code == 0 and json.loads(stdout)["run"] == ["recon", "export"]
+    meta = json.loads((run_copy / "run.json").read_text())
+    assert "partial" not in meta or "recon" not in meta["partial"]
+    assert meta["stages"]["recon"]["seconds"] > partial  # both parts, not only the last 100 steps

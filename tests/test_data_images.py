@@ -30,19 +30,19 @@ def test_rgb_jpeg_has_no_alpha(tmp_path):
 
 
 def test_grayscale_becomes_rgb(tmp_path):
-    img = load_image(save(tmp_path, "g.png", np.full((10, 12), 77, np.uint8)))
-    assert img.rgb.shape == (10, 12, 3) and (img.rgb == 77).all()
+    img = load_image(save(tmp_path, "g.png", np.full((16, 20), 77, np.uint8)))
+    assert img.rgb.shape == (16, 20, 3) and (img.rgb == 77).all()
 
 
 def test_grayscale_16bit_scaled_to_8bit(tmp_path):
     path = tmp_path / "g16.png"
-    path.write_bytes(png16_bytes(np.full((6, 7, 1), 65535 // 2, np.uint16)))
+    path.write_bytes(png16_bytes(np.full((16, 17, 1), 65535 // 2, np.uint16)))
     img = load_image(path)
-    assert img.rgb.shape == (6, 7, 3) and abs(int(img.rgb[0, 0, 0]) - 128) <= 1
+    assert img.rgb.shape == (16, 17, 3) and abs(int(img.rgb[0, 0, 0]) - 128) <= 1
 
 
 def test_rgba_16bit(tmp_path):
-    arr = np.zeros((8, 8, 4), np.uint16)
+    arr = np.zeros((16, 16, 4), np.uint16)
     arr[2:6, 2:6] = (65535, 0, 0, 65535)
     path = tmp_path / "c16.png"
     path.write_bytes(png16_bytes(arr))
@@ -98,16 +98,28 @@ def test_missing_file_and_folder(tmp_path):
 
 
 def test_huge_image_downscaled_with_note(tmp_path):
-    path = save(tmp_path, "wide.png", np.full((4, 9000, 3), 10, np.uint8))
+    path = save(tmp_path, "wide.png", np.full((40, 9000, 3), 10, np.uint8))
     img = load_image(path)
     assert img.rgb.shape[1] == 8192
-    assert any("downscaled from 9000x4" in n for n in img.notes)
+    assert any("downscaled from 9000x40" in n for n in img.notes)
 
 
-@pytest.mark.parametrize("value, word", [(0, "fully transparent"), (255, "fully opaque")])
-def test_trivial_alpha_is_dropped_with_note(tmp_path, value, word):
+def test_opaque_alpha_is_dropped_with_note(tmp_path):
     rgba = object_rgba()
-    rgba[..., 3] = value
+    rgba[..., 3] = 255
     img = load_image(save(tmp_path, "a.png", rgba))
     assert img.alpha is None
-    assert any(word in n for n in img.notes)
+    assert any("fully opaque" in n for n in img.notes)
+
+
+def test_fully_transparent_image_is_refused(tmp_path):
+    rgba = object_rgba()
+    rgba[..., 3] = 0
+    with pytest.raises(InputError, match="fully transparent .*save it without the alpha channel"):
+        load_image(save(tmp_path, "a.png", rgba))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (8, 300, 3)])
+def test_tiny_image_is_refused(tmp_path, shape):
+    with pytest.raises(InputError, match=f"is {shape[1]}x{shape[0]} pixels, too small"):
+        load_image(save(tmp_path, "tiny.png", np.full(shape, 90, np.uint8)))

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from img2mesh.data.errors import InputError, ResourceError
 from img2mesh.diffusion import Zero123, build_random_zero123, load_zero123
 from img2mesh.diffusion.ccprojection import load_cc_projection
+from img2mesh.diffusion.loading import check_model
 from img2mesh.diffusion.zero123 import pose_vectors
 
 
@@ -110,7 +111,8 @@ def test_truncated_weights_say_so(tiny_dir, tmp_path):
 
 
 def test_hub_id_not_cached_offline_says_how_to_download(tmp_path):
-    with pytest.raises(ResourceError, match=r"huggingface-cli download kxic/zero123-xl.*--model PATH"):
+    with pytest.raises(ResourceError, match=r"downloads are off .*`hf download kxic/zero123-xl`.*--model PATH.*"
+                                            r"`img2mesh convert CKPT OUT`"):
         load_zero123("kxic/zero123-xl", device="cpu", cache_dir=tmp_path)
 
 
@@ -120,8 +122,14 @@ def test_hub_id_found_in_the_cache_offline(tiny_dir, tmp_path):
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
     shutil.copytree(tiny_dir, repo / "snapshots" / commit)
+    assert check_model("someone/zero123-tiny", cache_dir=tmp_path) == ("hub", repo / "snapshots" / commit)
     model = load_zero123("someone/zero123-tiny", device="cpu", cache_dir=tmp_path)
     assert model.unet.config.in_channels == 8
+
+
+def test_loading_casts_without_diffusers_dtype_warnings(tiny_dir, capfd):
+    load_zero123(tiny_dir, device="cpu", dtype="bf16")
+    assert "kept in float32" not in capfd.readouterr().err
 
 
 def test_not_a_model_path_is_an_input_error(tmp_path):

@@ -107,6 +107,17 @@ def test_shared_eta_noise_variant_differs_but_is_reproducible(model, image):
     assert (per_anchor.images[last] - shared.images[last]).abs().max() > 1e-3  # several anchors: other noise
 
 
+@pytest.mark.parametrize("mode, calls", [("viewfusion", [1] * 12), ("independent", [4] * 3)])
+def test_progress_advances_per_denoising_step(model, image, mode, calls):
+    """4 views x 3 updates: ViewFusion reports each view's steps in turn, independent mode all views at once."""
+    from img2mesh.diffusion.pipeline import denoising_steps
+
+    seen = []
+    synthesize(model, image, [RelativePose(0.0, 0.0, 2.0)], ring(5), cfg(mode=mode), torch.Generator().manual_seed(1),
+               on_step=seen.append)
+    assert denoising_steps(model, STEPS, "reference") == 3 and seen == calls
+
+
 def test_independent_mode_is_plain_zero123_per_view(model, image):
     inputs, targets = [RelativePose(0.0, 0.0, 2.0)], ring(3)
     x_t = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(9))

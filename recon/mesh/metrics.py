@@ -15,6 +15,8 @@ and its longest side scaled to 1, so numbers compare across objects and with Syn
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
@@ -22,6 +24,9 @@ from scipy.spatial import cKDTree
 from img2mesh.data.errors import InputError
 
 from .io import raycasting_scene
+
+log = logging.getLogger(__name__)
+SIZE_RATIO_LIMIT = 10.0  # meshes this many times apart in size are in different units, not a bad reconstruction
 
 
 def gt_normalization(gt: trimesh.Trimesh) -> tuple[np.ndarray, float]:
@@ -31,6 +36,24 @@ def gt_normalization(gt: trimesh.Trimesh) -> tuple[np.ndarray, float]:
     if not extent > 0:
         raise InputError("the ground-truth mesh has an empty bounding box")
     return (lo + hi) / 2.0, 1.0 / extent
+
+
+def frame_mismatch(pred: trimesh.Trimesh, gt: trimesh.Trimesh, normalize_pred: bool = False) -> tuple[str | None, str | None]:
+    """(error, warning) when the two meshes are plainly not in one frame: an error when their sizes differ
+    ``SIZE_RATIO_LIMIT`` times or more (unless ``normalize_pred``: then sizes do not matter), a warning when
+    their proportions match only with y and z swapped (a y-up file read as z-up)."""
+    ext_p, ext_g = np.ptp(pred.vertices, axis=0), np.ptp(gt.vertices, axis=0)
+    ratio = float(ext_p.max() / max(ext_g.max(), 1e-12))
+    if not normalize_pred and not 1 / SIZE_RATIO_LIMIT < ratio < SIZE_RATIO_LIMIT:
+        return (f"the predicted mesh is {ratio:.3g} times the size of the ground truth (longest sides "
+                f"{ext_p.max():.3g} and {ext_g.max():.3g}): they are not in the same units; pass --normalize-pred "
+                "(normalize_pred=True) to scale it to the ground truth's box"), None
+    shape_p, shape_g = ext_p / max(ext_p.max(), 1e-12), ext_g / max(ext_g.max(), 1e-12)
+    as_is, swapped = np.abs(shape_p - shape_g).max(), np.abs(shape_p[[0, 2, 1]] - shape_g).max()
+    if swapped < 0.05 and as_is > 0.2:
+        return None, ("the meshes' proportions match only with y and z swapped: one of them is probably read with "
+                      "the wrong up axis (--pred-up / --gt-up)")
+    return None, None
 
 
 def sample_surface(mesh: trimesh.Trimesh, n_points: int, seed: int = 0) -> np.ndarray:
@@ -87,10 +110,16 @@ def mesh_metrics(
     ``normalize_pred``: map ``pred`` by its *own* box normalisation (single-image reconstructions, whose
     scale and centre follow the input's cropping, as SyncDreamer normalises both meshes); else by the GT's.
 
-    Returns ``{"chamfer", "fscore", "iou", "precision", "recall"}`` as floats."""
+    Meshes whose sizes differ ten times or more are refused (:func:`frame_mismatch`): the numbers would only
+    say that. Returns ``{"chamfer", "fscore", "iou", "precision", "recall"}`` as floats."""
     for name, mesh in (("predicted", pred), ("ground-truth", gt)):
         if len(mesh.faces) == 0:
             raise InputError(f"the {name} mesh has no faces")
+    error, warning = frame_mismatch(pred, gt, normalize_pred)
+    if error:
+        raise InputError(error)
+    if warning:
+        log.warning(warning)
     centre, scale = gt_normalization(gt)
     # Geometry only (visuals are irrelevant here), mapped by the GT's normalisation.
     p_centre, p_scale = gt_normalization(pred) if normalize_pred else (centre, scale)

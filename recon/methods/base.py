@@ -95,6 +95,11 @@ class Method:
         """Numbers worth watching during training (shown with the progress bar, kept in run.json)."""
         return {}
 
+    def surface_width(self, field) -> float | None:
+        """How soft the rendered surface is, in world units (NeuS: 1 / inv_s); None where it has no such scale.
+        The guard stops a run whose surface sharpens far below a pixel."""
+        return None
+
     def finish(self, cfg: ReconConfig, field, foreground: RayBatch) -> dict:
         """After training, with a sample of foreground rays: anything the field fixes before it is saved."""
         return {}

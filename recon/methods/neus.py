@@ -32,6 +32,9 @@ class NeuS(Method):
     def live_stats(self, field):
         return {"inv_s": float(field.inv_s().detach())}
 
+    def surface_width(self, field):
+        return 1.0 / float(field.inv_s().detach())
+
     def mesh(self, field, mesh_cfg):
         return mesh_level_set(field.mesh_sdf, field, mesh_cfg.level(0.0), "below", mesh_cfg)
 
