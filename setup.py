@@ -50,6 +50,8 @@ setup(
         "onnxruntime>=1.16",
         "trimesh>=4.0",
         "PyMCubes>=0.1.4",
+        "xatlas>=0.0.9",  # UV atlas of textured exports
+        "fast-simplification>=0.1.7",  # quadric decimation (export.target_faces)
         "scipy>=1.10",
         "scikit-image>=0.21",
         "open3d-cpu>=0.18; platform_machine == 'x86_64' and sys_platform == 'linux'",
@@ -62,7 +64,8 @@ setup(
     ],
     extras_require={
         "web": ["gradio>=6", "gradio_client>=2"],  # `img2mesh serve`
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "gradio>=6", "gradio_client>=2", "selenium>=4.20"],
+        "ray": ["ray>=2.9"],  # `img2mesh batch --ray`
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "gradio>=6", "gradio_client>=2", "selenium>=4.20", "ray>=2.9"],
     },
     entry_points={"console_scripts": ["img2mesh=img2mesh.cli:main"]},
 )

@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="the run (or --out RUN_DIR)")
     _common(p, out_help="the run directory to export (same as RUN_DIR)", rerun=False)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = sub.add_parser("batch", help="one run per image of a folder, glob or list, here or on a Ray cluster",
+                       epilog=EPILOG)
+    p.add_argument("inputs", metavar="INPUTS", help="a folder of images, a quoted glob, or a .txt / .csv list "
+                                                    "(image[,elevation] per line)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on Ray: auto (the cluster `ray start` made here), "
+                                                    "local (a private instance) or the head's host:port")
+    p.add_argument("--elevation", type=float, help="camera elevation in degrees of images the list gives none")
+    p.add_argument("--model", help="Zero-1-to-3 weights: hub id, diffusers folder or LDM .ckpt")
+    _common(p, out_help="batch folder: one run folder per image and summary.csv", resume=False)
     p = sub.add_parser("scenes", help="list the scenes --scene can use and where they come from")
     p.add_argument("--scene-root", type=Path, help="folder searched first")
     _common(p, config=False, out_help="also write the list as scenes.json into this folder")
@@ -214,6 +223,25 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from img2mesh.batch import run_batch
+
+    extra = [*([f"data.elevation={args.elevation}"] if args.elevation is not None else []),
+             *([f"diffusion.model={args.model}"] if args.model else [])]
+    result = run_batch(args.inputs, args.out, config=args.config, overrides=_overrides(args, extra), ray=args.ray,
+                       quiet=args.quiet, rerun=args.rerun)
+    done = len(result.rows) - len(result.failed)
+    if args.json:
+        print(json.dumps({"out": str(result.out), "seconds": result.seconds, "rows": result.rows}, indent=2))
+    else:
+        print(f"{done} of {len(result.rows)} images done in {result.seconds:.1f} s: {result.summary}")
+    if result.failed:
+        first = result.failed[0]
+        print(f"img2mesh: error: {len(result.failed)} image(s) failed, e.g. {first['run']}: {first['error']} "
+              f"(all in {result.summary}; run the same command again to retry them)", file=sys.stderr)
+    return result.exit_code
+
+
 def cmd_scenes(args) -> int:
     from img2mesh.data.io import atomic_write_text
     from img2mesh.data.scenes import list_scenes
@@ -305,6 +333,7 @@ COMMANDS = {
     "views": lambda a: cmd_run(a, "views"),
     "recon": cmd_recon,
     "export": cmd_export,
+    "batch": cmd_batch,
     "scenes": cmd_scenes,
     "convert": cmd_convert,
     "render": cmd_render,

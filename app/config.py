@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -24,16 +25,36 @@ from img2mesh.data.errors import InputError
 from img2mesh.diffusion.config import DiffusionConfig
 from img2mesh.recon.config import RENAMED_KEYS, ReconConfig
 from img2mesh.recon.mesh import MeshConfig
+from img2mesh.recon.mesh.asset import check_settings as check_asset_settings
+
+# Export keys of earlier versions -> their key now (the recon ones are in recon/config.py's RENAMED_KEYS).
+EXPORT_RENAMED_KEYS = {"export.mesh.target_faces": "export.target_faces"}
 
 
 @dataclass
 class ExportConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)  # marching cubes and clean-up of the trained field
     formats: list[str] = field(default_factory=lambda: ["obj", "glb", "ply"])
+    # OBJ and GLB get a UV atlas (xatlas) and a base-colour texture baked from the field's colour; PLY keeps
+    # vertex colours. false: vertex colours in all three.
+    texture: bool = True
+    texture_size: int = 1024  # texture side in pixels
+    target_faces: int = 0  # quadric decimation to about this many faces, before unwrapping (0 = the full mesh)
+    origin: str = "center"  # center (bounding box) | bottom (lowest point on the ground) | world (the views' frame)
+    scale: float = 1.0  # multiplies coordinates; the reconstruction's box is about 1 unit (1 m in Blender) across
     turntable: bool = True  # turntable.mp4 of the final mesh
     turntable_frames: int = 60
     turntable_size: int = 256
     grid: bool = True  # views_grid.png of the generated views
+
+
+@dataclass
+class BatchConfig:
+    """`img2mesh batch --ray`: the resources of one worker (an actor that loads the model once)."""
+
+    num_gpus: Optional[float] = None  # GPUs per worker; null: 1 when the cluster has GPUs, else 0
+    num_cpus: float = 1.0  # CPUs per worker (on a cluster without GPUs: workers = its CPUs / this)
+    workers: int = 0  # at most this many workers (0: as many as the resources allow)
 
 
 @dataclass
@@ -48,6 +69,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     recon: ReconConfig = field(default_factory=ReconConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
 
 def preset_names() -> list[str]:
@@ -93,6 +115,9 @@ def load_config(name_or_path: str | None = "default", overrides: list[str] | tup
         cfg = OmegaConf.to_object(merged)
     if cfg.threads < 0:
         raise InputError(f"threads must be >= 0 (0 = torch's default), got {cfg.threads}")
+    # Export settings are checked now, not after hours of views and training.
+    check_asset_settings(target_faces=cfg.export.target_faces, texture_size=cfg.export.texture_size,
+                         origin=cfg.export.origin, scale=cfg.export.scale)
     return cfg
 
 
@@ -125,7 +150,7 @@ def flatten(section, prefix: str = "") -> dict:
 def refuse_renamed(keys, source: str) -> None:
     """Keys of earlier versions are refused with the key that replaced them, never silently ignored."""
     for key in keys:
-        for old, new in RENAMED_KEYS.items():
+        for old, new in {**RENAMED_KEYS, **EXPORT_RENAMED_KEYS}.items():
             if key == old or key.startswith(old + "."):
                 raise InputError(f"config key {key!r} (in {source}) has moved: use {new}{key[len(old):]}")
 

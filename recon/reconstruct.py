@@ -229,6 +229,11 @@ def load_field(path, device="cpu"):
     return field_.eval()
 
 
+def field_colors(field_):
+    """The field's colour function for vertex colours and baked textures (points [N, 3] -> [N, 3]), or None."""
+    return METHODS[field_.method].colors(field_)
+
+
 def field_to_mesh(field_, mesh_cfg: MeshConfig) -> trimesh.Trimesh:
     """The field's surface by its method's rule (SDF at 0, density at its threshold, the hull's level), cleaned,
     with vertex colours."""

@@ -25,7 +25,7 @@ def test_render_recon_export_metrics(shared, tmp_path, capsys):
     assert code == 0 and (run / "mesh.ply").is_file() and (run / "turntable.mp4").is_file()
     coarse = len(trimesh.load(run / "mesh.ply", process=False).faces)
     assert main(["export", str(run), "--quiet", "recon.init.hull_resolution=48", "recon.method=hull",
-                 "export.mesh.resolution=48", "export.mesh.target_faces=1000", "export.turntable_frames=4"]) == 0
+                 "export.mesh.resolution=48", "export.target_faces=1000", "export.turntable_frames=4"]) == 0
     capsys.readouterr()
     assert len(trimesh.load(run / "mesh.ply", process=False).faces) < min(coarse, 1100)  # re-meshed, decimated
 

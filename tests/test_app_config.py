@@ -48,7 +48,8 @@ def test_dataclass_defaults_are_the_product_defaults_and_presets_hold_only_diffe
                                            ("recon.neus.grid_resolution=64", "recon.neus.resolution"),
                                            ("recon.hull_tolerance=0.1", "recon.init.hull_tolerance"),
                                            ("recon.loss.lambda_curvature=0", "recon.neus.lambda_curvature"),
-                                           ("recon.neus.encoding=hashgrid", "recon.neus_mlp.encoding")])
+                                           ("recon.neus.encoding=hashgrid", "recon.neus_mlp.encoding"),
+                                           ("export.mesh.target_faces=5000", "export.target_faces")])
 def test_old_keys_are_refused_with_the_new_key(override, new):
     with pytest.raises(InputError, match=f"has moved: use {new}"):
         load_config("cpu", [override])
@@ -74,6 +75,9 @@ def test_yaml_file(tmp_path):
     ("default", ["recon.steps=abc"], "bad value for config key 'recon.steps'"),
     ("default", ["threads=-1"], "threads must be >= 0"),
     ("default", ["seed"], "must look like key=value"),
+    ("default", ["export.origin=top"], "export.origin='top': choose one of center, bottom, world"),
+    ("default", ["export.texture_size=0"], "export.texture_size=0: choose 16 to 8192"),
+    ("default", ["export.scale=-1"], "export.scale=-1.0: must be a positive number"),
 ])
 def test_errors_name_the_problem(name, overrides, message):
     with pytest.raises(InputError, match=message):

@@ -1,7 +1,8 @@
 """`img2mesh run` through all four stages on the pikachu scene with a tiny random Zero-1-to-3 saved in
 diffusers format; then what `--resume` does with that run: nothing recomputed, new flags on top of the saved
 config, a changed setting that would redo views or recon refused without `--rerun`, nothing saved by a
-failed stage, an interrupted recon continued with its time added up."""
+failed stage, an interrupted recon continued with its time added up; `img2mesh export` with other asset
+settings reruns the export stage alone."""
 import contextlib
 import io
 import json
@@ -25,11 +26,12 @@ from img2mesh.cli import main
 from img2mesh.data.views import read_views
 from img2mesh.diffusion import build_random_zero123
 
-# The CPU preset cut to a few steps: 4 views x 3 DDIM steps, a 40-step NeuS on 64 px views, a 64^3 mesh.
+# The CPU preset cut to a few steps: 4 views x 3 DDIM steps, a 40-step NeuS on 64 px views, a 64^3 mesh
+# decimated to 2000 faces with a 256 px texture.
 FAST = ["diffusion.num_views=4", "diffusion.steps=3", "recon.steps=40", "recon.image_size=64",
         "recon.rays_per_batch=512", "recon.init.hull_resolution=48", "recon.checkpoint_every=20",
         "recon.neus.resolution=48", "recon.neus.color_resolution=24", "export.mesh.resolution=64",
-        "export.turntable_frames=8",
+        "export.turntable_frames=8", "export.target_faces=2000", "export.texture_size=256",
         "recon.init.hull_tolerance=0.75"]  # random weights: the generated views agree on nothing
 
 
@@ -80,7 +82,9 @@ def test_run_writes_every_artifact_and_resume_recomputes_nothing(finished, capsy
 
     obj, ply = trimesh.load(out / "mesh.obj", process=False), trimesh.load(out / "mesh.ply", process=False)
     glb = trimesh.load(out / "mesh.glb", force="mesh", process=False)
-    assert len(obj.faces) > 100 and len(ply.vertices) == len(glb.vertices) == len(obj.vertices)
+    assert 1900 <= len(obj.faces) == len(glb.faces) == len(ply.faces) <= 2100
+    assert len(glb.vertices) == len(obj.vertices) >= len(ply.vertices)  # textured: vertices split at UV seams
+    assert glb.visual.material.baseColorTexture.size == (256, 256) and (out / "mesh_albedo.png").is_file()
     assert ply.visual.vertex_colors.shape == (len(ply.vertices), 4)
     # z-up files; the GLB is y-up (x, y, z) -> (x, z, -y), same size.
     assert np.allclose(glb.extents, ply.extents[[0, 2, 1]], atol=1e-4)
@@ -106,6 +110,16 @@ def test_run_writes_every_artifact_and_resume_recomputes_nothing(finished, capsy
     assert files_and_times(out) == before  # nothing recomputed, nothing rewritten
     again = img2mesh.run(resume=out, quiet=True)
     assert again.stages_run == [] and again.stages_skipped == ["preprocess", "views", "recon", "export"]
+
+
+def test_export_with_other_asset_settings_reruns_the_export_alone(run_copy, capsys):
+    field = (run_copy / "recon" / "field.pt").stat().st_mtime_ns
+    code, stdout, err = cli(capsys, "export", str(run_copy), "-q", "--json", "export.target_faces=500",
+                            "export.texture_size=128")
+    assert code == 0, err
+    assert json.loads(stdout)["run"] == ["export"] and (run_copy / "recon" / "field.pt").stat().st_mtime_ns == field
+    glb = trimesh.load(run_copy / "mesh.glb", force="mesh", process=False)
+    assert abs(len(glb.faces) - 500) <= 25 and glb.visual.material.baseColorTexture.size == (128, 128)
 
 
 def test_a_preset_on_resume_goes_on_top_and_needs_rerun_to_redo_views(run_copy, capsys, model_dir):

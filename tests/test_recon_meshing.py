@@ -62,9 +62,7 @@ def test_components_smoothing_decimation_and_colours():
     assert len(both.split(only_watertight=False)) == 2 and len(big.split(only_watertight=False)) == 1
     assert big.vertices[:, 0].max() < 0  # the larger sphere, on the -x side
     colour = lambda p: (p + 1.0) / 2.0  # [N, 3] in [0, 1]
-    cfg = MeshConfig(smooth_iters=5, target_faces=300)
-    mesh = extract_mesh(sphere_sdf(radius=0.5), -1, 1, 40, 0.0, color_fn=colour,
-                        smooth_iters=cfg.smooth_iters, target_faces=cfg.target_faces)
+    mesh = extract_mesh(sphere_sdf(radius=0.5), -1, 1, 40, 0.0, color_fn=colour, smooth_iters=5, target_faces=300)
     assert 250 <= len(mesh.faces) <= 300
     assert np.abs(np.linalg.norm(mesh.vertices, axis=1) - 0.5).max() < 0.03
     expected = np.round((mesh.vertices + 1.0) / 2.0 * 255.0)

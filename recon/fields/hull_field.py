@@ -38,5 +38,4 @@ class HullField(nn.Module):
 
         level = mesh_cfg.level(self.threshold)
         return mesh_from_grid(self.soft.cpu().numpy(), -self.bounds, self.bounds, level, inside="above",
-                              keep_components=mesh_cfg.keep_components, smooth_iters=mesh_cfg.smooth_iters,
-                              target_faces=mesh_cfg.target_faces)
+                              keep_components=mesh_cfg.keep_components, smooth_iters=mesh_cfg.smooth_iters)

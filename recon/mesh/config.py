@@ -1,4 +1,5 @@
-"""Marching cubes and clean-up settings (the `export.mesh:` section of configs/*.yaml)."""
+"""Marching cubes and clean-up settings (the `export.mesh:` section of configs/*.yaml). Decimation is an
+export setting (`export.target_faces`): it happens after meshing, before UV unwrapping."""
 from dataclasses import dataclass
 from typing import Union
 
@@ -12,7 +13,6 @@ class MeshConfig:
     threshold: Union[str, float, int] = "auto"
     keep_components: int = 1  # largest connected components kept (0 = all): drops floaters
     smooth_iters: int = 0  # Taubin smoothing iterations (0 = off; volume-preserving, unlike Laplacian)
-    target_faces: int = 0  # quadric decimation to about this many faces (0 = off)
     chunk: int = 65536  # grid points per field query (lower it if meshing runs out of memory)
 
     def level(self, auto: float) -> float:

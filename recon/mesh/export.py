@@ -81,7 +81,7 @@ def export_mesh(
             flat.visual = mesh.visual.to_color()  # PLY has no textures: sample them at the vertices
         written["ply"] = atomic_write_bytes(out_dir / f"{stem}.ply", flat.export(file_type="ply"))
     if "glb" in formats:
-        y_up = mesh.copy()
+        y_up = mesh.copy(include_cache=True)  # keeps vertex normals set on the mesh (rotated with it)
         y_up.apply_transform(Z_UP_TO_Y_UP)
         written["glb"] = atomic_write_bytes(out_dir / f"{stem}.glb", y_up.export(file_type="glb"))
     return written

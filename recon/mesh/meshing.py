@@ -128,14 +128,15 @@ def clean_mesh(mesh: trimesh.Trimesh, keep_components: int = 1) -> trimesh.Trime
 
 
 def decimate(mesh: trimesh.Trimesh, target_faces: int) -> trimesh.Trimesh:
-    """Quadric decimation to about ``target_faces`` faces (open3d; trimesh's own needs an extra package)."""
+    """Quadric decimation to about ``target_faces`` faces (fast-simplification; 0 or more than the mesh has:
+    the mesh itself). The geometry only: colours are queried again on the result."""
     if target_faces <= 0 or len(mesh.faces) <= target_faces:
         return mesh
-    import open3d as o3d
+    import fast_simplification
 
-    o3d_mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices), o3d.utility.Vector3iVector(mesh.faces))
-    o3d_mesh = o3d_mesh.simplify_quadric_decimation(target_number_of_triangles=int(target_faces))
-    return trimesh.Trimesh(np.asarray(o3d_mesh.vertices), np.asarray(o3d_mesh.triangles), process=True)
+    vertices, faces = fast_simplification.simplify(np.asarray(mesh.vertices, dtype=np.float64),
+                                                   np.asarray(mesh.faces, dtype=np.int64), target_count=int(target_faces))
+    return trimesh.Trimesh(vertices, faces, process=True)
 
 
 def mesh_from_grid(
@@ -158,7 +159,14 @@ def mesh_from_grid(
     if smooth_iters > 0:
         trimesh.smoothing.filter_taubin(mesh, iterations=int(smooth_iters))  # volume-preserving, in place
     mesh = decimate(mesh, target_faces)
-    if color_fn is not None and len(mesh.vertices):
+    if color_fn is not None:
+        color_vertices(mesh, color_fn, chunk, device)
+    return mesh
+
+
+def color_vertices(mesh: trimesh.Trimesh, color_fn: QueryFn, chunk: int = 65536, device="cpu") -> trimesh.Trimesh:
+    """Set ``mesh``'s vertex colours (in place) to ``color_fn(vertices [V, 3]) -> [V, 3]`` in [0, 1]."""
+    if len(mesh.vertices):
         points = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=device)
         colors = evaluate_in_chunks(color_fn, points, chunk).float().cpu().numpy()  # [V, 3] in [0, 1]
         assert colors.shape == (len(mesh.vertices), 3), f"color_fn must return [N, 3], got {colors.shape}"

@@ -108,6 +108,11 @@ class Method:
     def mesh(self, field, mesh_cfg) -> trimesh.Trimesh:
         raise NotImplementedError
 
+    def colors(self, field):
+        """The field's view-independent colour, points [N, 3] -> [N, 3] in [0, 1] (vertex colours and baked
+        textures); None for a method without colour."""
+        return field.vertex_color
+
 
 def mesh_level_set(fn, field, level: float, inside: str, mesh_cfg) -> trimesh.Trimesh:
     """Marching cubes of ``fn`` over the field's box at ``level``, coloured by the field, cleaned as configured."""
@@ -116,8 +121,7 @@ def mesh_level_set(fn, field, level: float, inside: str, mesh_cfg) -> trimesh.Tr
     lo, hi = field.aabb()
     return extract_mesh(fn, lo, hi, level=level, color_fn=field.vertex_color, inside=inside,
                         device=next(field.buffers()).device, resolution=mesh_cfg.resolution, chunk=mesh_cfg.chunk,
-                        keep_components=mesh_cfg.keep_components, smooth_iters=mesh_cfg.smooth_iters,
-                        target_faces=mesh_cfg.target_faces)
+                        keep_components=mesh_cfg.keep_components, smooth_iters=mesh_cfg.smooth_iters)
 
 
 def box_from_start(start: Start) -> FieldBox:

@@ -19,3 +19,6 @@ class Hull(Method):
 
     def mesh(self, field, mesh_cfg):
         return field.mesh(mesh_cfg)
+
+    def colors(self, field):
+        return None  # carving finds shape only
