@@ -375,7 +375,7 @@ def test_bad_requests_get_one_line_and_the_next_photo_gets_a_mesh(server, client
 
     mesh = trimesh.load(glb["value"], force="mesh")
     assert len(mesh.faces) > 100
-    assert len(trimesh.load(ply["value"]).vertices) == len(mesh.vertices)
+    assert len(trimesh.load(ply["value"]).faces) == len(mesh.faces)  # (a textured GLB splits vertices at UV seams)
     with zipfile.ZipFile(obj["value"]) as z:
         assert {"mesh.obj", "mesh.mtl"} <= set(z.namelist())
     assert Path(turntable["value"]).name.endswith("-turntable.mp4") and Path(turntable["value"]).stat().st_size > 0
