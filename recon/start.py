@@ -80,8 +80,8 @@ def prepare_start(cfg: InitConfig, views: Views, resolution: int | None = None) 
         sdf = hull_init_sdf(cfg, hull, box, resolution, torch.from_numpy(cameras), torch.from_numpy(up).float())
     elif cfg.shape not in ("hull", "blank"):
         raise InputError(f"unknown recon.init.shape {cfg.shape!r}: use hull or blank")
-    return Start(hull, box, cfg.hull_margin * hull.voxel_size, up, cameras, sdf, int(resolution or 0) if sdf is not None
-                 else 0, start_key(cfg, views, resolution), time.time() - t0)
+    return Start(hull, box, cfg.hull_margin * hull.voxel_size, up, cameras, sdf, int(resolution) if sdf is not None else 0,
+                 start_key(cfg, views, resolution), time.time() - t0)
 
 
 def field_box(cfg: InitConfig, hull: HullResult) -> tuple[np.ndarray, np.ndarray]:
