@@ -42,11 +42,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Light:
-    """Lambertian lighting: colour * (ambient + diffuse * max(0, n . l))."""
+    """colour * (ambient + diffuse * max(0, n . l) + headlight * |n . v|) + specular * max(0, n . h)^shininess:
+    Lambertian by default; the headlight and the (white, Blinn-Phong) specular lobe change with the viewpoint,
+    as real captures and other renderers do (h: half-way between the light l and the view direction v)."""
 
     ambient: float = 0.35
     diffuse: float = 0.65
     direction: tuple[float, float, float] | None = (0.35, -0.25, 0.9)  # world, towards the light; None = headlight
+    headlight: float = 0.0
+    specular: float = 0.0
+    shininess: float = 32.0
 
 
 @dataclass
@@ -152,7 +157,14 @@ def _render_one(scene: _Scene, camera: Camera, light: Light, background: float, 
     l = -d if light.direction is None else np.broadcast_to(np.asarray(light.direction, dtype=np.float64), d.shape)
     l = l / np.linalg.norm(l, axis=1, keepdims=True)
     shade = light.ambient + light.diffuse * np.clip(np.sum(normal * l, axis=1, keepdims=True), 0.0, None)
-    rgb = np.clip(surface_colors(scene.mesh, face_ids, bary) * shade, 0.0, 1.0)  # [n_hit, 3]
+    if light.headlight:
+        shade = shade + light.headlight * np.abs(np.sum(normal * d, axis=1, keepdims=True))
+    rgb = surface_colors(scene.mesh, face_ids, bary) * shade
+    if light.specular:
+        half = l - d
+        half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-12)
+        rgb = rgb + light.specular * np.clip(np.sum(normal * half, axis=1, keepdims=True), 0.0, None) ** light.shininess
+    rgb = np.clip(rgb, 0.0, 1.0)  # [n_hit, 3]
     forward = -camera.c2w[:3, 2]
     z = hit["t"][idx] * (d @ forward)  # [n_hit] distance along the camera's -z
 
