@@ -17,9 +17,11 @@ class InitConfig:
     hull-initialised shape with the priors for what no camera sees."""
 
     hull_resolution: int = 128  # carving grid per side
-    # Share of views that may see a point as background without carving it: 0 for exact renders; generated
-    # views disagree a little (a strict hull would cut away what one of them missed).
-    hull_tolerance: float = 0.0
+    # Robust carving (recon/hull.py): the share of the views' confidence that may see a point as background
+    # without carving it, and how many pixels each generated view's mask is grown first. auto: both 0 when the
+    # masks agree (exact renders), else set from how far they disagree (robust_carving in recon/start.py).
+    hull_tolerance: float | str = "auto"
+    hull_tolerance_px: float | str = "auto"
     bounds: str = "hull"  # hull: sample only inside the carved hull (fast, tight) | sphere: radius sphere_radius
     sphere_radius: float = 0.866  # sqrt(3)/2, the sphere around [-0.5, 0.5]^3 (the reference's)
     hull_margin: float = 2.0  # rays and grids reach this many hull voxels beyond the hull
@@ -147,6 +149,23 @@ class GuardConfig:
 
 
 @dataclass
+class ViewsConfig:
+    """How far each view is trusted and what is learned per view (recon/view_corrections.py). The input view
+    is trusted most and never corrected."""
+
+    input_weight: float = 1.0  # the input view's confidence (loss weight and hull vote)
+    # A generated view's confidence falls linearly with its angle from the input, to 1 - falloff opposite it
+    # (generators drift more the farther they turn); all views weigh 1 when none is marked as the input.
+    falloff: float = 0.5
+    pose: bool = True  # learn a small rotation about the object + translation per view
+    pose_lr: float = 0.001
+    lambda_pose: float = 0.01  # squared rotation (radians) + translation (world units), summed over views
+    appearance: bool = True  # learn a colour gain and offset per view
+    appearance_lr: float = 0.01
+    lambda_appearance: float = 0.01  # squared log-gain + offset, summed over views
+
+
+@dataclass
 class LossConfig:
     """Weights (lambda_*) and schedules of the losses every method has; a weight of 0 switches a loss off.
     A method's own losses (eikonal, curvature, ...) are weighted in its section."""
@@ -178,12 +197,12 @@ class ReconConfig:
     warmup_steps: int = 20  # linear lr warm-up
     lr_final_ratio: float = 0.1  # cosine decay to lr * this at the last step
     checkpoint_every: int = 300  # steps between checkpoints (0 = only at the end); runs resume from the last
-    input_view_weight: float = 1.0  # loss weight of the input view's rays relative to generated views
     background: float = 1.0  # white background (renders and targets composited onto it)
     # Binary masks (no partial coverage at the edges) are softened by about a pixel before training: auto (those
     # detected), soften (all), keep (none). Edges sharper than a pixel make NeuS's sharpness run away.
     mask_edges: str = "auto"
     guard: GuardConfig = field(default_factory=GuardConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
     init: InitConfig = field(default_factory=InitConfig)
     neus: NeuSConfig = field(default_factory=NeuSConfig)
     neus_mlp: NeuSMLPConfig = field(default_factory=NeuSMLPConfig)
@@ -198,6 +217,7 @@ METHOD_SECTIONS = ("neus", "neus_mlp", "voxel")  # recon sections that belong to
 RENAMED_KEYS = {
     "recon.lr": "recon.neus.lr (recon.neus_mlp.lr for the MLP NeuS, recon.voxel.lr)",
     "recon.mesh": "export.mesh",
+    "recon.input_view_weight": "recon.views.input_weight",
     "recon.neus.sdf": "recon.method (neus for the SDF grid, neus_mlp for the MLP)",
     "recon.neus.grid_resolution": "recon.neus.resolution",
     "recon.neus.grid_coarse_resolution": "recon.neus.coarse_resolution",

@@ -20,7 +20,7 @@ from img2mesh.data.errors import DivergedError
 @dataclass
 class Snapshot:
     step: int
-    field: dict
+    model: dict  # the field's and the per-view corrections' states
     optimizer: dict
     generator: torch.Tensor
     grid_resolutions: dict
@@ -52,9 +52,9 @@ class Guard:
                     f"{1.0 / surface_width:.0f}), past where samples still find it")
         return ""
 
-    def remember(self, step: int, psnr: float, field, optimizer, generator, grid_resolutions, occupancy) -> None:
+    def remember(self, step: int, psnr: float, model, optimizer, generator, grid_resolutions, occupancy) -> None:
         self.best_psnr = max(self.best_psnr, psnr)
-        self.snapshot = Snapshot(step, copy.deepcopy(field.state_dict()), copy.deepcopy(optimizer.state_dict()),
+        self.snapshot = Snapshot(step, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
                                  generator.get_state(), dict(grid_resolutions),
                                  None if occupancy is None else copy.deepcopy(occupancy.state_dict()))
 

@@ -10,6 +10,12 @@ the image border, the whole object is in frame, so such a node is empty for that
 mask touches the border, the object may continue outside the image, so that view says nothing about the
 node (sample 1: not carved). A node no view sees inside its image is carved (an object seen by nobody is
 not evidence).
+
+Views that disagree (generated views: a few degrees of pose, a few pixels of shape) must not carve a true
+part away, so carving can be robust: each view's mask may be grown by a tolerance in pixels before it is
+sampled, and a point is empty only when views holding more than a ``tolerance`` share of the total
+confidence (``weights``) see it as background. ``robust_carving`` (recon/start.py) sets both from how much
+the masks actually disagree.
 """
 from __future__ import annotations
 
@@ -83,11 +89,23 @@ class Bounds:
         return float(np.linalg.norm(self.aabb_max - self.aabb_min) / 2.0)
 
 
-def _view_tensors(views: Views, device) -> list[tuple[torch.Tensor, torch.Tensor, float, int, int, bool]]:
+def grown_mask(alpha: np.ndarray, pixels: float) -> np.ndarray:
+    """``alpha`` [H, W] with the background within ``pixels`` of the mask (alpha >= 0.5) raised to 1, ramping
+    back to the given alpha over one more pixel."""
+    if pixels <= 0:
+        return alpha
+    from scipy import ndimage
+
+    distance = ndimage.distance_transform_edt(alpha < 0.5)
+    return np.maximum(alpha, np.clip(1.0 + pixels - distance, 0.0, 1.0)).astype(np.float32)
+
+
+def _view_tensors(views: Views, device, grow_px=None) -> list[tuple[torch.Tensor, torch.Tensor, float, int, int, bool]]:
     out = []
-    for view in views:
+    for i, view in enumerate(views):
         cam = view.camera
-        alpha = torch.as_tensor(np.ascontiguousarray(view.mask), dtype=torch.float32, device=device)  # [H, W]
+        mask = view.mask if grow_px is None else grown_mask(view.mask, float(grow_px[i]))
+        alpha = torch.as_tensor(np.ascontiguousarray(mask), dtype=torch.float32, device=device)  # [H, W]
         border = torch.cat([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
         w2c = torch.as_tensor(np.linalg.inv(cam.c2w), dtype=torch.float32, device=device)
         out.append((alpha[None, None], w2c, cam.focal, cam.width, cam.height, bool(border.max() < 0.5)))
@@ -95,21 +113,22 @@ def _view_tensors(views: Views, device) -> list[tuple[torch.Tensor, torch.Tensor
 
 
 def soft_hull(views: Views, points: torch.Tensor, threshold: float = 0.5, chunk: int = 1 << 21,
-              tolerance: float = 0.0) -> torch.Tensor:
+              tolerance: float = 0.0, weights=None, grow_px=None) -> torch.Tensor:
     """Min over views of the alpha sampled at ``points`` [N, 3] -> [N] (see the module docstring for unseen
     points); a point is inside the hull where this is >= ``threshold``.
 
-    ``tolerance`` > 0: the k-th smallest sample instead of the min, k = floor(tolerance x views), so up to that
-    share of views may call a point background without carving it (generated views that disagree a little).
+    ``tolerance`` > 0: a weighted quantile instead of the min, so views holding up to that share of the
+    ``weights`` [V] (default: all 1) may call a point background without carving it. ``grow_px`` [V]: each
+    view's mask grown by that many pixels first.
     """
     if len(views) == 0:
         raise InputError("cannot carve a hull from zero views")
     if not 0.0 <= tolerance < 1.0:
-        raise InputError(f"recon.hull_tolerance={tolerance} must be in [0, 1)")
-    per_view = _view_tensors(views, points.device)
-    k = int(tolerance * len(per_view))
-    if k > 0:
-        return _kth_smallest_alpha(per_view, points, k, max(1, chunk // len(per_view)))
+        raise InputError(f"recon.init.hull_tolerance={tolerance} must be in [0, 1)")
+    per_view = _view_tensors(views, points.device, grow_px)
+    w = torch.ones(len(per_view)) if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32)
+    if tolerance > 0 and float(tolerance * w.sum()) >= float(w.min()):
+        return _weighted_quantile_alpha(per_view, points, tolerance, w.to(points.device), max(1, chunk // len(per_view)))
     out = []
     for start in range(0, points.shape[0], chunk):
         p_all = points[start : start + chunk]  # [n, 3]
@@ -140,14 +159,21 @@ def _sample_view(view, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(visible, sample, torch.full_like(sample, 0.0 if in_frame else 1.0)), visible
 
 
-def _kth_smallest_alpha(per_view, points: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
-    """The (k+1)-th smallest of the views' samples at each point (0 where no view sees it)."""
+def _weighted_quantile_alpha(per_view, points: torch.Tensor, share: float, weights: torch.Tensor,
+                             chunk: int) -> torch.Tensor:
+    """At each point, the smallest sample s such that the views sampling below s hold at most ``share`` of
+    the weight: views with that much confidence may see background there without carving it (0 where no
+    view sees the point)."""
     out = []
+    budget = share * weights.sum()
     for start in range(0, points.shape[0], chunk):
         p = points[start : start + chunk]
         samples, seen = zip(*(_sample_view(view, p) for view in per_view))
-        kth = torch.stack(samples).kthvalue(k + 1, dim=0).values
-        out.append(torch.where(torch.stack(seen).any(dim=0), kth, torch.zeros_like(kth)))
+        values, order = torch.stack(samples).sort(dim=0)  # [V, n] ascending
+        below = torch.cumsum(weights[order], dim=0) - weights[order]  # weight of the views sorted before each
+        pick = (below <= budget).sum(dim=0, keepdim=True) - 1  # the last sample still within the budget
+        quantile = values.gather(0, pick.clamp_min(0))[0]
+        out.append(torch.where(torch.stack(seen).any(dim=0), quantile, torch.zeros_like(quantile)))
     return torch.cat(out)
 
 
@@ -160,13 +186,17 @@ def carve_hull(
     keep_components: int = 1,
     device="cpu",
     tolerance: float = 0.0,
+    weights=None,
+    grow_px=None,
 ) -> HullResult:
     """Carve a ``resolution``^3 grid over [-bounds, bounds]^3 with every view's mask (alpha >= ``threshold``);
-    ``tolerance``: the share of views that may disagree about a node before it is carved (see soft_hull)."""
+    ``tolerance``, ``weights``, ``grow_px``: how far views may disagree about a node before it is carved
+    (see soft_hull)."""
     from scipy import ndimage
 
     points = grid_points(-bounds, bounds, resolution, device=device)  # [R^3, 3]
-    soft = soft_hull(views, points, threshold, tolerance=tolerance).reshape(resolution, resolution, resolution).cpu().numpy()
+    soft = soft_hull(views, points, threshold, tolerance=tolerance, weights=weights, grow_px=grow_px)
+    soft = soft.reshape(resolution, resolution, resolution).cpu().numpy()
     occupancy = soft >= threshold
     if not occupancy.any():
         raise InputError("the views' silhouettes do not overlap anywhere inside the bounds: check that the masks "

@@ -26,7 +26,7 @@ class RayBank:
     alpha: torch.Tensor  # [M] target mask
     near: torch.Tensor  # [M] where sampling starts (0 where the ray misses the bounds)
     far: torch.Tensor  # [M]
-    weight: torch.Tensor  # [M] loss weight (the input view's rays weigh more)
+    weight: torch.Tensor  # [M] loss weight: the ray's view's confidence
     n_views: int
     height: int
     width: int
@@ -53,6 +53,7 @@ class RayBatch:
     weight: torch.Tensor  # [n]
     n_patches: int = 0
     patch_size: int = 0
+    view: torch.Tensor | None = None  # [n] long: the view each ray comes from (None: no view, e.g. a render)
 
     def __len__(self) -> int:
         return self.origins.shape[0]
@@ -106,16 +107,17 @@ def march_bounds(origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor
     return near_out, far_out
 
 
-def build_ray_bank(views: Views, bounds_fn: Callable[[torch.Tensor, torch.Tensor], tuple], input_view_weight: float,
+def build_ray_bank(views: Views, bounds_fn: Callable[[torch.Tensor, torch.Tensor], tuple], view_weights,
                    background: float = 1.0, device="cpu", dilate_px: int = -1) -> RayBank:
-    """Rays and targets of every pixel; ``bounds_fn(origins, dirs) -> (near, far)`` bounds the sampling.
+    """Rays and targets of every pixel; ``bounds_fn(origins, dirs) -> (near, far)`` bounds the sampling;
+    ``view_weights`` [V]: each view's loss weight.
 
     ``dilate_px`` >= 0: only pixels within that distance of a view's mask are bounded (rays further out
     cannot meet a hull carved by that mask); the others get near = far = 0 without marching.
     """
     h, w = views[0].camera.height, views[0].camera.width
     origins, dirs, rgb, alpha, weight, candidate = [], [], [], [], [], []
-    for view in views:
+    for view, view_weight in zip(views, view_weights):
         o, d = camera_rays(view.camera, device=device)
         a = torch.from_numpy(np.ascontiguousarray(view.rgba[..., 3])).reshape(-1).to(device)
         c = torch.from_numpy(np.ascontiguousarray(view.rgba[..., :3])).reshape(-1, 3).to(device)
@@ -123,7 +125,7 @@ def build_ray_bank(views: Views, bounds_fn: Callable[[torch.Tensor, torch.Tensor
         dirs.append(d)
         rgb.append(c * a[:, None] + background * (1.0 - a[:, None]))
         alpha.append(a)
-        weight.append(torch.full((h * w,), input_view_weight if view.is_input else 1.0, device=device))
+        weight.append(torch.full((h * w,), float(view_weight), device=device))
         if dilate_px >= 0:
             k = 2 * dilate_px + 1
             grown = torch.nn.functional.max_pool2d(a.reshape(1, 1, h, w), k, stride=1, padding=dilate_px)
@@ -139,7 +141,8 @@ def build_ray_bank(views: Views, bounds_fn: Callable[[torch.Tensor, torch.Tensor
 def take_rays(bank: RayBank, idx: torch.Tensor) -> dict:
     """RayBatch fields of the bank's rays ``idx``."""
     return dict(origins=bank.origins[idx], dirs=bank.dirs[idx], rgb=bank.rgb[idx], alpha=bank.alpha[idx],
-                near=bank.near[idx], far=bank.far[idx], weight=bank.weight[idx])
+                near=bank.near[idx], far=bank.far[idx], weight=bank.weight[idx],
+                view=idx // (bank.height * bank.width))
 
 
 def patch_indices(bank: RayBank, centers: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -201,4 +204,5 @@ def jittered_patch_rays(batch: RayBatch, jitter: float, generator: torch.Generat
     near = torch.where(hit, (batch.near[:n] - jitter).clamp_min(0.0), batch.near[:n])
     far = torch.where(hit, batch.far[:n] + jitter, batch.far[:n])
     return RayBatch(batch.origins[:n] + offset, batch.dirs[:n], batch.rgb[:n], batch.alpha[:n], near, far,
-                    batch.weight[:n], batch.n_patches, batch.patch_size)
+                    batch.weight[:n], batch.n_patches, batch.patch_size,
+                    None if batch.view is None else batch.view[:n])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,9 +34,11 @@ from .occupancy import OccupancyGrid, use_occupancy_grid
 from .rays import RayBatch, RaySampler, build_ray_bank, march_bounds, ray_aabb, ray_sphere, take_rays
 from .start import START_NAME, Start, load_start, prepare_start, save_start, start_key
 from .trainer import CHECKPOINT_NAME, train
+from .view_corrections import ViewCorrections, view_confidence
 
 log = logging.getLogger(__name__)
 FIELD_NAME = "field.pt"
+CORRECTIONS_NAME = "view_corrections.json"  # each view's learned pose and colour correction
 FIELD_FORMAT = "img2mesh-field/2"
 
 
@@ -138,11 +141,12 @@ def cached_start(cfg: ReconConfig, method: Method, views: Views, out_dir: Path) 
     """The start from ``out_dir/start.pt`` when it was computed from the same config, resolution and views;
     else computed and saved there. Returns (start, whether it was cached)."""
     resolution = method.start_resolution(cfg)
+    confidence = view_confidence(views, cfg.views.falloff, cfg.views.input_weight)
     path = out_dir / START_NAME
-    start = load_start(path, start_key(cfg.init, views, resolution))
+    start = load_start(path, start_key(cfg.init, views, resolution, confidence))
     if start is not None:
         return start, True
-    start = prepare_start(cfg.init, views, resolution)
+    start = prepare_start(cfg.init, views, resolution, confidence)
     save_start(path, start)
     return start, False
 
@@ -166,7 +170,7 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
     cached = False
     if start is None:
         start, cached = cached_start(cfg, method, views, out_dir)
-    stats = {"start": "cached" if cached else "computed", "start_seconds": round(start.seconds, 2),
+    stats = {"start": "cached" if cached else "computed", "start_seconds": round(start.seconds, 2), **start.carving,
              "up": [round(float(u), 4) for u in start.up], "softened_masks": softened}
     with torch.random.fork_rng(devices=[]):  # seeded, so runs repeat
         torch.manual_seed(seed)
@@ -175,7 +179,8 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
         path = save_field(out_dir / FIELD_NAME, cfg, field_, method.meta(field_))
         return ReconResult(cfg.method, path, 0, time.time() - t0, float("nan"), stats)
 
-    bank = build_ray_bank(views, ray_bounds_fn(cfg, start), cfg.input_view_weight, cfg.background, device,
+    confidence = view_confidence(views, cfg.views.falloff, cfg.views.input_weight)
+    bank = build_ray_bank(views, ray_bounds_fn(cfg, start), confidence, cfg.background, device,
                           dilate_px=candidate_dilation(cfg, start, views))
     stats["rays_in_bounds"] = int(bank.hit.sum())
     stats["setup_seconds"] = round(time.time() - t0, 2)
@@ -185,10 +190,17 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
     if use_occupancy_grid(cfg.occupancy, device):
         occupancy = OccupancyGrid(cfg.occupancy, start.box, device, seed)
         stats["occupancy_grid"] = "nerfacc-cuda" if occupancy.use_cuda else "torch"
+    fixed = [v.is_input for v in views]
+    fixed[0] = fixed[0] or not any(fixed)  # one view fixes the frame and the colours
+    corrections = ViewCorrections(fixed, cfg.views.pose, cfg.views.appearance)
+    reach = float(np.linalg.norm(np.maximum(np.abs(start.box[0]), np.abs(start.box[1]))))
     trained = train(cfg, method, field_, sampler, out_dir, seed=seed, resume=resume, meta=meta, stop_at=max_steps,
-                    occupancy=occupancy, pixel_size=pixel_size(views, start))
+                    occupancy=occupancy, pixel_size=pixel_size(views, start), corrections=corrections, reach=reach)
     if occupancy is not None:
         stats["occupied_fraction"] = round(occupancy.occupied_fraction, 4)
+    if cfg.views.pose or cfg.views.appearance:
+        names = [v.name or f"view {i}" for i, v in enumerate(views)]
+        atomic_write_bytes(out_dir / CORRECTIONS_NAME, json.dumps(corrections.per_view(names), indent=1).encode())
     stats.update(method.finish(cfg, field_, foreground_sample(sampler, seed)))
     path = save_field(out_dir / FIELD_NAME, cfg, field_, method.meta(field_))
     if trained.steps >= cfg.steps:

@@ -29,13 +29,14 @@ from img2mesh.data.views import Views
 
 from .config import InitConfig
 from .fields.grid import DenseGrid
-from .hull import HullResult, carve_hull, estimate_bounds
+from .carving import robust_carving
+from .hull import HullResult, estimate_bounds
 from .mesh.io import raycasting_scene
 from .mesh.meshing import grid_points
 from .unseen import fill_unseen, relax_unseen_base
 
 START_NAME = "start.pt"
-START_FORMAT = "img2mesh-start/1"
+START_FORMAT = "img2mesh-start/2"
 
 
 @dataclass
@@ -47,8 +48,9 @@ class Start:
     cameras: np.ndarray  # [C, 3] camera centres
     sdf: torch.Tensor | None  # [R^3] initial signed distance at the vertices of an R^3 grid over box (or None)
     resolution: int  # R (0 when sdf is None)
-    key: str  # what it was computed from (init config, resolution, views)
+    key: str  # what it was computed from (init config, resolution, views, their confidence)
     seconds: float  # how long it took to compute
+    carving: dict = dataclasses.field(default_factory=dict)  # the hull's tolerances as chosen (recon/carving.py)
 
 
 def views_digest(views: Views) -> str:
@@ -61,17 +63,19 @@ def views_digest(views: Views) -> str:
     return h.hexdigest()[:16]
 
 
-def start_key(cfg: InitConfig, views: Views, resolution: int | None) -> str:
-    blob = json.dumps([dataclasses.asdict(cfg), int(resolution or 0), views_digest(views)], sort_keys=True)
+def start_key(cfg: InitConfig, views: Views, resolution: int | None, confidence=None) -> str:
+    weights = None if confidence is None else [round(float(c), 6) for c in confidence]
+    blob = json.dumps([dataclasses.asdict(cfg), int(resolution or 0), views_digest(views), weights], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare_start(cfg: InitConfig, views: Views, resolution: int | None = None) -> Start:
+def prepare_start(cfg: InitConfig, views: Views, resolution: int | None = None, confidence=None) -> Start:
     """Carve the hull, fix the box and, when ``resolution`` is given and ``cfg.shape`` is hull, the initial SDF
     on a ``resolution``^3 vertex grid over the box (its unseen base relaxed, the rest of its unseen surface
-    filled)."""
+    filled). ``confidence`` [V]: each view's weight in the carving vote (default: all 1)."""
     t0 = time.time()
-    hull = carve_hull(views, resolution=cfg.hull_resolution, bounds=1.0, tolerance=cfg.hull_tolerance)
+    weights = np.ones(len(views)) if confidence is None else np.asarray(confidence, dtype=np.float64)
+    hull, carving = robust_carving(cfg, views, weights)
     box = field_box(cfg, hull)
     cameras = np.stack([v.camera.position for v in views]).astype(np.float32)
     up = mean_up(views.cameras)
@@ -81,7 +85,7 @@ def prepare_start(cfg: InitConfig, views: Views, resolution: int | None = None) 
     elif cfg.shape not in ("hull", "blank"):
         raise InputError(f"unknown recon.init.shape {cfg.shape!r}: use hull or blank")
     return Start(hull, box, cfg.hull_margin * hull.voxel_size, up, cameras, sdf, int(resolution) if sdf is not None else 0,
-                 start_key(cfg, views, resolution), time.time() - t0)
+                 start_key(cfg, views, resolution, confidence), time.time() - t0, carving)
 
 
 def field_box(cfg: InitConfig, hull: HullResult) -> tuple[np.ndarray, np.ndarray]:
@@ -147,6 +151,7 @@ def sampled_down(values: torch.Tensor, resolution: int, coarse: int, box) -> tor
 def save_start(path, start: Start) -> None:
     h = start.hull
     blob = {"format": START_FORMAT, "key": start.key, "seconds": start.seconds, "margin": start.margin,
+            "carving": json.dumps(start.carving),
             "box": [torch.from_numpy(b) for b in start.box], "up": torch.from_numpy(start.up),
             "cameras": torch.from_numpy(start.cameras), "sdf": start.sdf, "resolution": start.resolution,
             "hull": {"occupancy": torch.from_numpy(h.occupancy), "bounds": h.bounds, "soft": torch.from_numpy(h.soft),
@@ -170,4 +175,5 @@ def load_start(path, key: str) -> Start | None:
                       mesh=trimesh.Trimesh(h["vertices"].numpy(), h["faces"].numpy(), process=False),
                       soft=h["soft"].numpy(), sdf_grid=h["sdf_grid"].numpy())
     return Start(hull, tuple(b.numpy() for b in blob["box"]), float(blob["margin"]), blob["up"].numpy(),
-                 blob["cameras"].numpy(), blob["sdf"], int(blob["resolution"]), key, float(blob["seconds"]))
+                 blob["cameras"].numpy(), blob["sdf"], int(blob["resolution"]), key, float(blob["seconds"]),
+                 json.loads(blob.get("carving", "{}")))

@@ -29,6 +29,7 @@ from .rays import RayBatch, RaySampler, jittered_patch_rays
 from .schedules import learning_rate_factor, loss_weight
 from .guard import Guard
 from .methods.base import Method, grid_resolutions, match_grids
+from .view_corrections import ViewCorrections
 from .volume_render import RenderOutput
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,18 @@ class TrainResult:
     live: dict  # the method's live stats at the end (NeuS: inv_s)
 
 
-def make_optimizer(cfg: ReconConfig, method: Method, field) -> torch.optim.Optimizer:
+def make_optimizer(cfg: ReconConfig, method: Method, field, corrections: ViewCorrections | None = None
+                   ) -> torch.optim.Optimizer:
     """The method's geometry parameters step at ``lr * geometry_lr_scale``, everything else at ``lr`` (both from
-    the method's section). Each group keeps its unscheduled lr in 'base_lr'."""
+    the method's section); the per-view corrections at ``recon.views``' rates. Each group keeps its unscheduled
+    lr in 'base_lr'."""
     s = method.settings(cfg)
     geometry = {id(p) for p in method.geometry_parameters(field)}
     groups = [{"params": [p for p in field.parameters() if id(p) in geometry], "base_lr": s.lr * s.geometry_lr_scale},
               {"params": [p for p in field.parameters() if id(p) not in geometry], "base_lr": s.lr}]
+    if corrections is not None:
+        groups += [{"params": corrections.pose_parameters(), "base_lr": cfg.views.pose_lr},
+                   {"params": corrections.color_parameters(), "base_lr": cfg.views.appearance_lr}]
     groups = [g for g in groups if g["params"]]
     for g in groups:
         g["lr"] = g["base_lr"]
@@ -118,19 +124,45 @@ def compute_losses(cfg: ReconConfig, method: Method, field, batch: RayBatch, out
     return terms
 
 
-def _checkpoint_bytes(step: int, field, optimizer, generator, cfg: ReconConfig, meta: dict, occupancy,
+def correction_penalties(cfg: ReconConfig, corrections: ViewCorrections) -> dict[str, torch.Tensor]:
+    """The pull of the per-view corrections back to none (recon.views.lambda_pose / lambda_appearance)."""
+    pose, color = corrections.penalty()
+    terms = {}
+    if corrections.pose and cfg.views.lambda_pose:
+        terms["pose"] = cfg.views.lambda_pose * pose
+    if corrections.appearance and cfg.views.lambda_appearance:
+        terms["appearance"] = cfg.views.lambda_appearance * color
+    return terms
+
+
+def _checkpoint_bytes(step: int, model, optimizer, generator, cfg: ReconConfig, meta: dict, occupancy,
                       guard: Guard) -> bytes:
     buf = io.BytesIO()
-    torch.save({"step": step, "field": field.state_dict(), "optimizer": optimizer.state_dict(),
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state(), "config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
                 "meta": meta, "occupancy": occupancy.state_dict() if occupancy is not None else None,
                 "guard": guard.state_dict()}, buf)
     return buf.getvalue()
 
 
+def corrected_batch(batch: RayBatch, corrections: ViewCorrections, reach: float) -> RayBatch:
+    """The batch's rays through their views' corrected cameras."""
+    if batch.view is None:
+        return batch
+    o, d, near, far = corrections.move_rays(batch.origins, batch.dirs, batch.near, batch.far, batch.view, reach)
+    return dataclasses.replace(batch, origins=o, dirs=d, near=near, far=far)
+
+
+def recolored(out: RenderOutput, batch: RayBatch, corrections: ViewCorrections, background: float) -> RenderOutput:
+    if batch.view is None:
+        return out
+    n = out.rgb.shape[0]
+    return dataclasses.replace(out, rgb=corrections.recolor(out.rgb, out.opacity, batch.view[:n], background))
+
+
 def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir: Path, *, seed: int = 0,
           resume: bool = True, meta: dict | None = None, stop_at: int | None = None, occupancy=None,
-          pixel_size: float = 0.0) -> TrainResult:
+          pixel_size: float = 0.0, corrections: ViewCorrections | None = None, reach: float = 1.0) -> TrainResult:
     """Optimise ``field`` (built by ``method``) for ``cfg.steps`` steps, checkpointing to ``out_dir/checkpoint.pt``.
 
     ``occupancy``: an :class:`~img2mesh.recon.occupancy.OccupancyGrid` that follows the field and cuts each
@@ -138,11 +170,17 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
     ``stop_at``: leave after that many steps with a checkpoint written (a later call resumes from it);
     schedules still follow ``cfg.steps``.
     ``pixel_size``: world size of a pixel at the object, the guard's yardstick for sharpness (0: not checked).
+    ``corrections``: per-view pose and colour corrections trained alongside (None: none); ``reach``: the
+    radius around the origin that holds the object (how far a pose correction can move a sample).
     """
     out_dir = Path(out_dir)
     generator = torch.Generator().manual_seed(seed)
     check_losses(cfg, method)
-    optimizer = make_optimizer(cfg, method, field)
+    if corrections is None:
+        corrections = ViewCorrections([True] * sampler.bank.n_views, pose=False, appearance=False)
+    corrections = corrections.to(sampler.bank.origins.device)
+    model = torch.nn.ModuleDict({"field": field, "views": corrections})  # what checkpoints and roll-backs keep
+    optimizer = make_optimizer(cfg, method, field, corrections)
     guard = Guard(cfg.guard, pixel_size)
     start, ckpt_path = 0, out_dir / CHECKPOINT_NAME
     cfg_json = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
@@ -150,8 +188,8 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if ckpt["config"] == cfg_json:
             match_grids(field, ckpt["meta"].get("grid_resolutions", {}))
-            field.load_state_dict(ckpt["field"])
-            optimizer = make_optimizer(cfg, method, field)
+            model.load_state_dict(ckpt["model"])
+            optimizer = make_optimizer(cfg, method, field, corrections)
             optimizer.load_state_dict(ckpt["optimizer"])
             generator.set_state(ckpt["generator"])
             if occupancy is not None and ckpt.get("occupancy") is not None:
@@ -162,7 +200,7 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
         else:
             log.warning("ignoring %s: it was written with another recon config", ckpt_path)
     if start:  # a checkpoint is written only after a passed check: the resumed state is a healthy one
-        guard.remember(start, guard.best_psnr, field, optimizer, generator, grid_resolutions(field), occupancy)
+        guard.remember(start, guard.best_psnr, model, optimizer, generator, grid_resolutions(field), occupancy)
     upsample_step, upsample_grid, upsample_to = method.coarse_to_fine(cfg)
     t0, psnrs, terms = time.time(), [], {}
     end = cfg.steps if stop_at is None else max(start, min(cfg.steps, int(stop_at)))
@@ -171,20 +209,22 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
     while step < end:
         if step == upsample_step:
             getattr(field, upsample_grid).resample(upsample_to)
-            optimizer = make_optimizer(cfg, method, field)  # fresh moments for the re-gridded parameters
+            optimizer = make_optimizer(cfg, method, field, corrections)  # fresh moments for the re-gridded grid
         factor = guard.lr_scale * learning_rate_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_final_ratio)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
-        batch = sampler.sample(generator)
+        batch = corrected_batch(sampler.sample(generator), corrections, reach)
         if occupancy is not None:
             occupancy.update(step, field)
             batch = occupancy.tighten(batch)
-        out = method.render(cfg, field, batch, step, generator)
+        out = recolored(method.render(cfg, field, batch, step, generator), batch, corrections, cfg.background)
         near = None
         if batch.n_patches and cfg.loss.lambda_near_view > 0:
-            near = method.render(cfg, field, jittered_patch_rays(batch, cfg.loss.near_view_jitter, generator), step,
-                                 generator)
+            jittered = jittered_patch_rays(batch, cfg.loss.near_view_jitter, generator)
+            near = recolored(method.render(cfg, field, jittered, step, generator), jittered, corrections,
+                             cfg.background)
         terms = compute_losses(cfg, method, field, batch, out, step, near)
+        terms.update(correction_penalties(cfg, corrections))
         loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,8 +243,8 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
                 log.warning("reconstruction: %s at step %d; back to step %d at %.3gx the learning rate", problem,
                             done, back.step, guard.lr_scale)
                 match_grids(field, back.grid_resolutions)
-                field.load_state_dict(back.field)
-                optimizer = make_optimizer(cfg, method, field)
+                model.load_state_dict(back.model)
+                optimizer = make_optimizer(cfg, method, field, corrections)
                 optimizer.load_state_dict(back.optimizer)
                 generator.set_state(back.generator)
                 if occupancy is not None and back.occupancy is not None:
@@ -212,15 +252,15 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
                 bar.n, step, psnrs = back.step, back.step, []
                 bar.refresh()
                 continue
-            guard.remember(done, psnr, field, optimizer, generator, grid_resolutions(field), occupancy)
+            guard.remember(done, psnr, model, optimizer, generator, grid_resolutions(field), occupancy)
         periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
         if done < cfg.steps and (periodic or done == end):
             meta_now = {**(meta or {}), "grid_resolutions": grid_resolutions(field)}
-            atomic_write_bytes(ckpt_path, _checkpoint_bytes(done, field, optimizer, generator, cfg, meta_now,
+            atomic_write_bytes(ckpt_path, _checkpoint_bytes(done, model, optimizer, generator, cfg, meta_now,
                                                                 occupancy, guard))
         bar.update(1)
         step = done
     bar.close()
-    live = {**method.live_stats(field), "rollbacks": guard.rollbacks}
+    live = {**method.live_stats(field), "rollbacks": guard.rollbacks, **corrections.summary()}
     return TrainResult(end, time.time() - t0, sum(psnrs) / max(1, len(psnrs)),
                        {k: float(v.detach()) for k, v in terms.items()}, start, live)

@@ -1,0 +1,83 @@
+"""Robust carving: how tolerant the hull must be, measured from how much the views' masks disagree.
+
+A strict hull (every view carves) is right for exact renders and wrong for generated views, where one view's
+mask missing a few pixels of an ear cuts the ear off for every method that starts from the hull. The views
+tell which case holds: carve strictly, look at the hull from each view, and measure how far each mask
+reaches beyond the hull's silhouette. Exact views reach at most a pixel or so (the carving grid's own error);
+disagreeing views reach further, by about how much the views that did the carving were off. Then:
+
+- each generated view's mask is grown by ``GROW_PER_PX`` times that distance, scaled by how little the view
+  is trusted (the views far from the input drift most), so a few pixels of disagreement no longer carve;
+- the carving vote is weighted by each view's confidence; ``recon.init.hull_tolerance`` (a share of the
+  total confidence that may see background without carving) makes one view unable to carve alone.
+  ``auto`` leaves that share at ``DISAGREEING_SHARE`` = 0: on generated-like views a share of 0.05-0.1
+  also kept concavities that only a few views see, and the hulls came out worse than with growth alone
+  (experiments/README.md, "Robust carving").
+
+Both are 0 when the masks agree: the hull of exact views stays the strict hull.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+
+from img2mesh.data.views import Views
+
+from .hull import HullResult, carve_hull
+
+log = logging.getLogger(__name__)
+
+GRID_ERROR_PX = 0.75  # rim of exact masks beyond a strict hull (its grid's own error; measured 0.2-0.6 px)
+GROW_PER_PX = 1.5  # mask growth per pixel of measured disagreement, for the least trusted view
+DISAGREEING_SHARE = 0.0  # the confidence share that may see background without carving, once masks disagree
+MAX_GROW = 0.05  # growth is capped at this share of the image size (masks that far apart are not one object)
+
+
+def mask_overreach(hull: HullResult, views: Views) -> np.ndarray:
+    """[V] how far (px) each view's mask reaches beyond the hull's silhouette in that view, as a rim width: the
+    mask's area outside the silhouette over the mask's outline length. A thin part the carving grid missed
+    adds little area; a mask shifted or grown all round by k pixels gives about k."""
+    from .mesh.render import render_mesh
+
+    renders = render_mesh(hull.mesh, views.cameras, supersample=1) if len(hull.mesh.faces) else None
+    reach = []
+    for i, view in enumerate(views):
+        mask = view.mask >= 0.5
+        silhouette = renders[i].rgba[..., 3] >= 0.5 if renders is not None else np.zeros_like(mask)
+        outline = mask & ~ndimage.binary_erosion(mask)
+        reach.append(float((mask & ~silhouette).sum() / max(1, outline.sum())))
+    return np.asarray(reach)
+
+
+def robust_carving(cfg, views: Views, confidence: np.ndarray) -> tuple[HullResult, dict]:
+    """The hull carved as ``cfg`` (recon.init) says, ``auto`` tolerances set from the masks' disagreement;
+    returns (hull, what was chosen: share, grown pixels per view, measured disagreement)."""
+    share, grow = cfg.hull_tolerance, cfg.hull_tolerance_px
+    weights = np.asarray(confidence, dtype=np.float64)
+    if share != "auto" and grow != "auto":
+        grow_px = trust_scaled(float(grow), weights)
+        hull = carve_hull(views, cfg.hull_resolution, 1.0, tolerance=float(share), weights=weights, grow_px=grow_px)
+        return hull, {"hull_tolerance": float(share), "hull_grow_px": round(float(np.max(grow_px)), 2)}
+    strict = carve_hull(views, cfg.hull_resolution, 1.0, weights=weights)
+    overreach = mask_overreach(strict, views)
+    disagreement = float(np.median(overreach)) - GRID_ERROR_PX
+    size = min(v.camera.width for v in views)
+    measured = max(0.0, min(GROW_PER_PX * disagreement, MAX_GROW * size))
+    share = (DISAGREEING_SHARE if measured > 0 else 0.0) if share == "auto" else float(share)
+    grow = measured if grow == "auto" else float(grow)
+    info = {"hull_tolerance": share, "hull_grow_px": round(grow, 2), "mask_disagreement_px": round(max(0.0, disagreement), 2)}
+    if share == 0.0 and grow == 0.0:
+        return strict, info
+    log.info("the views' masks disagree by about %.1f px: carving the hull with tolerance", grow)
+    grow_px = trust_scaled(grow, weights)
+    return carve_hull(views, cfg.hull_resolution, 1.0, tolerance=share, weights=weights, grow_px=grow_px), info
+
+
+def trust_scaled(pixels: float, confidence: np.ndarray) -> np.ndarray:
+    """[V] ``pixels`` for the least trusted view, less for more trusted ones, 0 for the most trusted (the input)."""
+    doubt = confidence.max() - confidence
+    if doubt.max() <= 0:
+        return np.full(len(confidence), float(pixels))
+    return pixels * doubt / doubt.max()
