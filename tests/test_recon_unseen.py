@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 import trimesh
 
@@ -166,3 +167,37 @@ def test_the_priors_follow_the_cameras_up_in_a_y_up_world():
     y = torch.linspace(-0.45, 0.0, 451)
     sdf = y_up_grid(torch.stack([torch.zeros_like(y), y, torch.zeros_like(y)], dim=-1))[:, 0].detach()
     assert abs(float(y[torch.nonzero(sdf <= 0)[0, 0]]) - RIM) < 1.2 / (R - 1)  # flattened at the rim, along y
+
+
+@pytest.mark.parametrize("layout", ["ring at 0", "ring at 20", "ring at 40", "syncdreamer16"])
+def test_the_priors_hold_for_any_camera_elevation(layout):
+    """Views of a flat-bottomed cylinder from a ring at 0, 20 or 40 deg, or SyncDreamer's 16 views at 30: the
+    start with the priors has its base where the cylinder's is (the carved cone under it flattened; at 0 deg
+    there is no cone and nothing to change), and is never further from the truth than the hull alone."""
+    from img2mesh.data.cameras import camera_layout
+    from img2mesh.recon.config import InitConfig
+    from img2mesh.recon.mesh.render import render_views
+    from img2mesh.recon.start import prepare_start
+
+    cylinder = trimesh.creation.cylinder(radius=0.3, height=0.5, sections=64)  # base at z = -0.25
+    cams = (camera_layout("syncdreamer16", size=64) if layout == "syncdreamer16"
+            else ring_cameras(24, float(layout.split()[-1]), size=64))
+    views = render_views(cylinder, cams, smooth=False)
+
+    def bottom_and_error(cfg):
+        start = prepare_start(cfg, views, resolution=48)
+        grid = DenseGrid(48, 1, *start.box, start.sdf[:, None], trainable=False)
+        z = torch.linspace(-0.45, 0.0, 451)
+        axis = grid(torch.stack([torch.zeros_like(z), torch.zeros_like(z), z], dim=-1))[:, 0]
+        bottom = float(z[torch.nonzero(axis <= 0)[0, 0]])
+        pts = grid.vertex_positions()
+        near = grid.values[:, 0].abs() < 0.01  # points on the start's surface
+        d = torch.stack([pts[near, :2].norm(dim=-1) - 0.3, pts[near, 2].abs() - 0.25], dim=-1)
+        truth = (d.amax(dim=-1).clamp(max=0) + d.clamp(min=0).norm(dim=-1)).abs()  # the cylinder's own distance
+        return bottom, float(truth.mean()), float(start.box[1][0] - start.box[0][0]) / 47
+
+    with_priors = bottom_and_error(InitConfig(hull_resolution=64))
+    without = bottom_and_error(InitConfig(hull_resolution=64, base_relax_steps=0, unseen_fill=False))
+    voxel = without[2]
+    assert abs(with_priors[0] + 0.25) < 1.5 * voxel, (with_priors, without)
+    assert with_priors[1] <= without[1] + 0.1 * voxel, (with_priors, without)
