@@ -131,7 +131,8 @@ def print_table(rows: list[dict]) -> None:
                                                                                     r["preset"])))
         print(f"{r['object']:<15} {r['set']:<15} {r['method']:<8} {r['preset']:<8} {r['steps']:>5} {r['seconds']:>7.1f} "
               f"{r['chamfer']:>8.5f} {r['fscore']:>7.4f} {r['iou']:>6.3f} {r['fscore_02']:>6.3f} "
-              f"{r['input_iou']:>6.3f} {r['psnr']:>6.2f} {r.get('inv_s') or float('nan'):>7.0f}  {v}")
+              f"{r['input_iou']:>6.3f} {r['psnr']:>6.2f} {r.get('inv_s') or float('nan'):>7.0f}  {v}"
+              + (f"  [{' '.join(r['overrides'])}]" if r.get("overrides") else ""))
 
 
 def main(argv=None) -> int:
@@ -150,8 +151,13 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="", help="folder for fields (default: a temporary one)")
     p.add_argument("--json", default="", help="also append the rows to this JSON-lines file as they come")
     p.add_argument("--verbose", action="store_true", help="show progress bars")
+    p.add_argument("--table", nargs="+", default=[], metavar="JSONL",
+                   help="run nothing: print the table of rows earlier runs appended to these files")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. recon.steps=600")
     args = p.parse_args(argv)
+    if args.table:
+        print_table([json.loads(line) for f in args.table for line in Path(f).read_text().splitlines() if line])
+        return 0
     set_quiet(not args.verbose)
     if args.threads:
         torch.set_num_threads(args.threads)
