@@ -3,6 +3,8 @@
     python experiments/bench_recon.py --preset cpu                       # cow, spot, stanford-bunny; all methods
     python experiments/bench_recon.py --preset cpu --objects cow --methods hull neus --sets exact moderate
     python experiments/bench_recon.py --preset default --device cuda     # the GPU preset at 256 px
+    python experiments/bench_recon.py --objects ogre --sets moderate -- recon.views.pose=false   # '--' before overrides
+    python experiments/bench_recon.py --table rows.jsonl                 # the table of earlier runs' rows
 
 Views: 36 cameras on a ring at 20 deg elevation, radius 2, FoV 49.1 deg, 128 px for the CPU preset and 256 px
 for the default one, as one of the view sets of experiments/view_sets.py: ``exact`` renders, ``binary`` masks,
@@ -15,8 +17,7 @@ mask. Each method runs through ``img2mesh.recon.reconstruct`` and
 Time is wall clock for reconstruct + meshing. ``seen C`` is the Chamfer distance on the surface the 36 views
 see (points back-projected from each mesh's depth maps, thinned to one per 3 mm cell: SyncDreamer's own
 evaluation takes its points from depth maps too); the gap to ``Chamfer`` is what the ring never sees (an
-underside, the carved cone under a flat base). Targets (issue 5): CPU preset Chamfer <= 0.8 x hull and
-IoU >= hull in <= 600 s per object; default preset Chamfer <= 0.6 x hull in <= 60 s on one H100.
+underside, the carved cone under a flat base). The verdict column checks issue 20's targets (see verdict()).
 """
 from __future__ import annotations
 
