@@ -10,7 +10,7 @@ disagreeing views reach further, by about how much the views that did the carvin
   is trusted (the views far from the input drift most), so a few pixels of disagreement no longer carve;
 - the carving vote is weighted by each view's confidence; ``recon.init.hull_tolerance`` (a share of the
   total confidence that may see background without carving) makes one view unable to carve alone.
-  ``auto`` leaves that share at ``DISAGREEING_SHARE`` = 0: on generated-like views a share of 0.05-0.1
+  ``auto`` leaves that share at 0: on generated-like views a share of 0.05-0.1
   also kept concavities that only a few views see, and the hulls came out worse than with growth alone
   (experiments/README.md, "Robust carving").
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 GRID_ERROR_PX = 0.75  # rim of exact masks beyond a strict hull (its grid's own error; measured 0.2-0.6 px)
 GROW_PER_PX = 1.5  # mask growth per pixel of measured disagreement, for the least trusted view
-DISAGREEING_SHARE = 0.0  # the confidence share that may see background without carving, once masks disagree
 MAX_GROW = 0.05  # growth is capped at this share of the image size (masks that far apart are not one object)
 
 
@@ -52,27 +51,27 @@ def mask_overreach(hull: HullResult, views: Views) -> np.ndarray:
 
 
 def robust_carving(cfg, views: Views, confidence: np.ndarray) -> tuple[HullResult, dict]:
-    """The hull carved as ``cfg`` (recon.init) says, ``auto`` tolerances set from the masks' disagreement;
-    returns (hull, what was chosen: share, grown pixels per view, measured disagreement)."""
-    share, grow = cfg.hull_tolerance, cfg.hull_tolerance_px
+    """The hull carved as ``cfg`` (recon.init) says, an ``auto`` growth set from the masks' disagreement with
+    a hull carved without it; returns (hull, what was chosen: share, grown pixels, measured disagreement)."""
     weights = np.asarray(confidence, dtype=np.float64)
-    if share != "auto" and grow != "auto":
-        grow_px = trust_scaled(float(grow), weights)
-        hull = carve_hull(views, cfg.hull_resolution, 1.0, tolerance=float(share), weights=weights, grow_px=grow_px)
-        return hull, {"hull_tolerance": float(share), "hull_grow_px": round(float(np.max(grow_px)), 2)}
-    strict = carve_hull(views, cfg.hull_resolution, 1.0, weights=weights)
-    overreach = mask_overreach(strict, views)
-    disagreement = float(np.median(overreach)) - GRID_ERROR_PX
+    share = 0.0 if cfg.hull_tolerance == "auto" else float(cfg.hull_tolerance)  # auto: no share (module doc)
+    info = {"hull_tolerance": share}
+    if cfg.hull_tolerance_px != "auto":
+        grow = float(cfg.hull_tolerance_px)
+        hull = carve_hull(views, cfg.hull_resolution, 1.0, tolerance=share, weights=weights,
+                          grow_px=trust_scaled(grow, weights))
+        return hull, {**info, "hull_grow_px": grow}
+    first = carve_hull(views, cfg.hull_resolution, 1.0, tolerance=share, weights=weights)
+    disagreement = float(np.median(mask_overreach(first, views))) - GRID_ERROR_PX
     size = min(v.camera.width for v in views)
-    measured = max(0.0, min(GROW_PER_PX * disagreement, MAX_GROW * size))
-    share = (DISAGREEING_SHARE if measured > 0 else 0.0) if share == "auto" else float(share)
-    grow = measured if grow == "auto" else float(grow)
-    info = {"hull_tolerance": share, "hull_grow_px": round(grow, 2), "mask_disagreement_px": round(max(0.0, disagreement), 2)}
-    if share == 0.0 and grow == 0.0:
-        return strict, info
-    log.info("the views' masks disagree by about %.1f px: carving the hull with tolerance", grow)
-    grow_px = trust_scaled(grow, weights)
-    return carve_hull(views, cfg.hull_resolution, 1.0, tolerance=share, weights=weights, grow_px=grow_px), info
+    grow = max(0.0, min(GROW_PER_PX * disagreement, MAX_GROW * size))
+    info.update(hull_grow_px=round(grow, 2), mask_disagreement_px=round(max(0.0, disagreement), 2))
+    if grow == 0.0:
+        return first, info
+    log.info("the views' masks disagree by about %.1f px: growing the doubted views' masks by up to %.1f px",
+             disagreement, grow)
+    return carve_hull(views, cfg.hull_resolution, 1.0, tolerance=share, weights=weights,
+                      grow_px=trust_scaled(grow, weights)), info
 
 
 def trust_scaled(pixels: float, confidence: np.ndarray) -> np.ndarray:
