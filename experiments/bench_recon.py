@@ -178,8 +178,8 @@ def main(argv=None) -> int:
         for name in args.objects:
             if any(s in LEVELS for s in args.sets):  # the generated-like sets' yardstick: the exact views' hull
                 views, gt = make_view_set(name, "exact", size=256)
-                keep({**run_one(args.preset, name, "exact@256", "hull", views, gt, seen_points(gt, views.cameras),
-                                args.device, args.seed, work, args.overrides)})
+                keep(run_one(args.preset, name, "exact@256", "hull", views, gt, seen_points(gt, views.cameras),
+                             args.device, args.seed, work, args.overrides))
             for view_set in args.sets:
                 views, gt = make_view_set(name, view_set, size=size, strength=args.strength)
                 gt_seen = seen_points(gt, views.cameras)

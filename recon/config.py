@@ -19,7 +19,7 @@ class InitConfig:
     hull_resolution: int = 128  # carving grid per side
     # Robust carving (recon/hull.py): the share of the views' confidence that may see a point as background
     # without carving it, and how many pixels each generated view's mask is grown first. auto: both 0 when the
-    # masks agree (exact renders), else set from how far they disagree (robust_carving in recon/start.py).
+    # masks agree (exact renders), else set from how far they disagree (recon/carving.py).
     hull_tolerance: float | str = "auto"
     hull_tolerance_px: float | str = "auto"
     bounds: str = "hull"  # hull: sample only inside the carved hull (fast, tight) | sphere: radius sphere_radius

@@ -14,7 +14,7 @@ not evidence).
 Views that disagree (generated views: a few degrees of pose, a few pixels of shape) must not carve a true
 part away, so carving can be robust: each view's mask may be grown by a tolerance in pixels before it is
 sampled, and a point is empty only when views holding more than a ``tolerance`` share of the total
-confidence (``weights``) see it as background. ``robust_carving`` (recon/start.py) sets both from how much
+confidence (``weights``) see it as background. ``robust_carving`` (recon/carving.py) sets both from how much
 the masks actually disagree.
 """
 from __future__ import annotations

@@ -137,11 +137,10 @@ def method_for(cfg: ReconConfig) -> Method:
     return METHODS[cfg.method]
 
 
-def cached_start(cfg: ReconConfig, method: Method, views: Views, out_dir: Path) -> tuple[Start, bool]:
-    """The start from ``out_dir/start.pt`` when it was computed from the same config, resolution and views;
-    else computed and saved there. Returns (start, whether it was cached)."""
+def cached_start(cfg: ReconConfig, method: Method, views: Views, out_dir: Path, confidence) -> tuple[Start, bool]:
+    """The start from ``out_dir/start.pt`` when it was computed from the same config, resolution, views and
+    their ``confidence``; else computed and saved there. Returns (start, whether it was cached)."""
     resolution = method.start_resolution(cfg)
-    confidence = view_confidence(views, cfg.views.falloff, cfg.views.input_weight)
     path = out_dir / START_NAME
     start = load_start(path, start_key(cfg.init, views, resolution, confidence))
     if start is not None:
@@ -167,9 +166,10 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
     t0 = time.time()
     views = resize_views(views, cfg.image_size)
     views, softened = soften_binary_masks(views, cfg.mask_edges)
+    confidence = view_confidence(views, cfg.views.falloff, cfg.views.input_weight)
     cached = False
     if start is None:
-        start, cached = cached_start(cfg, method, views, out_dir)
+        start, cached = cached_start(cfg, method, views, out_dir, confidence)
     stats = {"start": "cached" if cached else "computed", "start_seconds": round(start.seconds, 2), **start.carving,
              "up": [round(float(u), 4) for u in start.up], "softened_masks": softened}
     with torch.random.fork_rng(devices=[]):  # seeded, so runs repeat
@@ -179,7 +179,6 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
         path = save_field(out_dir / FIELD_NAME, cfg, field_, method.meta(field_))
         return ReconResult(cfg.method, path, 0, time.time() - t0, float("nan"), stats)
 
-    confidence = view_confidence(views, cfg.views.falloff, cfg.views.input_weight)
     bank = build_ray_bank(views, ray_bounds_fn(cfg, start), confidence, cfg.background, device,
                           dilate_px=candidate_dilation(cfg, start, views))
     stats["rays_in_bounds"] = int(bank.hit.sum())

@@ -147,17 +147,13 @@ def _checkpoint_bytes(step: int, model, optimizer, generator, cfg: ReconConfig, 
 
 def corrected_batch(batch: RayBatch, corrections: ViewCorrections, reach: float) -> RayBatch:
     """The batch's rays through their views' corrected cameras."""
-    if batch.view is None:
-        return batch
     o, d, near, far = corrections.move_rays(batch.origins, batch.dirs, batch.near, batch.far, batch.view, reach)
     return dataclasses.replace(batch, origins=o, dirs=d, near=near, far=far)
 
 
 def recolored(out: RenderOutput, batch: RayBatch, corrections: ViewCorrections, background: float) -> RenderOutput:
-    if batch.view is None:
-        return out
-    n = out.rgb.shape[0]
-    return dataclasses.replace(out, rgb=corrections.recolor(out.rgb, out.opacity, batch.view[:n], background))
+    """The render of ``batch`` in its views' corrected colours."""
+    return dataclasses.replace(out, rgb=corrections.recolor(out.rgb, out.opacity, batch.view, background))
 
 
 def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir: Path, *, seed: int = 0,
