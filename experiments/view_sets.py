@@ -5,9 +5,10 @@
 
 (a) ``exact``: the project's renderer (2x2 supersampled, soft alpha edges, Lambertian, light fixed in the world).
 (b) ``binary``: the same rendered with one ray per pixel, so the alpha is 0 or 1 and nothing is
-    antialiased (SAM, thresholded mattes, renderers without antialiasing). Not the 2x2 render's alpha thresholded
-    at 0.5: its coverage comes in quarters, a tie at 0.5 is common (a fifth of the edge pixels), and ">= 0.5"
-    dilates every mask by 0.10-0.15 px ("> 0.5" erodes by as much), a bias no real matte has; ``shading``: a view-dependent headlight and a white specular lobe of ``strength``;
+    antialiased (SAM, thresholded mattes, renderers without antialiasing). Not the 2x2 render's alpha
+    thresholded at 0.5: its coverage comes in quarters, a tie at 0.5 is common (a fifth of the edge pixels),
+    and ">= 0.5" dilates every mask by 0.10-0.15 px ("> 0.5" erodes by as much), a bias no real matte has;
+    ``shading``: a view-dependent headlight and a white specular lobe of ``strength``;
     ``binary+shading``: both.
 (c) ``mild`` / ``moderate`` / ``severe``: generated-like views at 256 px. View 0 is the input and exact; every
     other view's errors grow linearly with its angular distance from the input (f = angle / 180 deg):
@@ -33,7 +34,7 @@ from scipy.spatial.transform import Rotation
 from gt_views import gt_mesh
 from img2mesh.data.cameras import DEFAULT_FOV_X, DEFAULT_RADIUS, Camera, ring_cameras
 from img2mesh.data.views import View, Views
-from img2mesh.recon.mesh.render import Light, render_mesh
+from img2mesh.recon.mesh.render import Light, render_mesh, render_views
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,7 @@ def make_view_set(name: str, view_set: str, size: int = 128, n: int = 36, elevat
     if view_set in LEVELS:
         return generated_like(mesh, cameras, LEVELS[view_set], seed=zlib.crc32(name.encode())), mesh
     light = shading_light(strength) if "shading" in view_set else Light()
-    supersample = 1 if "binary" in view_set else 2
-    renders = render_mesh(mesh, cameras, light=light, supersample=supersample)
-    views = Views([View(r.rgba, cam, name=f"r_{i:03d}", is_input=(i == 0))
-                   for i, (cam, r) in enumerate(zip(cameras, renders))])
-    return views, mesh
+    return render_views(mesh, cameras, light=light, supersample=1 if "binary" in view_set else 2), mesh
 
 
 def angle_from(a: Camera, b: Camera) -> float:
