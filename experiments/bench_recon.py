@@ -36,16 +36,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from view_sets import LEVELS, VIEW_SETS, make_view_set  # noqa: E402
+from view_sets import LEVELS, VIEW_SETS, make_view_set, rendered_cameras  # noqa: E402
 
 from img2mesh.config import load_config  # noqa: E402
-from img2mesh.data.cameras import camera_rays  # noqa: E402
+from img2mesh.data.cameras import Camera, camera_rays, project_points  # noqa: E402
 from img2mesh.data.progress import set_quiet  # noqa: E402
 from img2mesh.recon import mesh_metrics  # noqa: E402
 from img2mesh.recon.mesh.render import render_mesh  # noqa: E402
-from img2mesh.recon.reconstruct import field_to_mesh, load_field, reconstruct  # noqa: E402
+from img2mesh.recon.reconstruct import CORRECTIONS_NAME, field_to_mesh, load_field, reconstruct  # noqa: E402
 
 def seen_points(mesh, cameras, cell: float = 0.003) -> np.ndarray:
     """Surface points [N, 3] the cameras see: each depth map back-projected, one point kept per ``cell``."""
@@ -74,8 +75,30 @@ def input_iou(mesh, views) -> float:
     return float((rendered & given).sum() / max(1, (rendered | given).sum()))
 
 
+def pose_errors(corrections_path: Path, views, true_cameras, points: np.ndarray) -> list[float] | None:
+    """[before, after]: how far (px, mean over the generated views and ``points``) the object lands from where
+    the camera that rendered the view saw it, through the nominal camera and through the nominal camera with
+    its learned correction (rays R x + t: a camera turned by R about the origin, then moved by t)."""
+    if not corrections_path.exists():
+        return None
+    learned = json.loads(corrections_path.read_text())
+    before, after = [], []
+    for view, true, c in zip(views, true_cameras, learned):
+        if view.is_input:
+            continue
+        rot = Rotation.from_rotvec(np.radians(c["rotation_deg"])).as_matrix()
+        c2w = view.camera.c2w.copy()
+        c2w[:3, :3] = rot @ c2w[:3, :3]
+        c2w[:3, 3] = rot @ c2w[:3, 3] + np.asarray(c["translation"])
+        corrected = Camera(c2w, view.camera.fov_x, view.camera.width, view.camera.height)
+        seen = project_points(true, points)[0]
+        before.append(np.linalg.norm(project_points(view.camera, points)[0] - seen, axis=1).mean())
+        after.append(np.linalg.norm(project_points(corrected, points)[0] - seen, axis=1).mean())
+    return [round(float(np.mean(before)), 3), round(float(np.mean(after)), 3)] if before else None
+
+
 def run_one(preset: str, name: str, view_set: str, method: str, views, gt, gt_seen: np.ndarray, device: str,
-            seed: int, work: Path, overrides: list[str] = ()) -> dict:
+            seed: int, work: Path, overrides: list[str] = (), true_cameras: list | None = None) -> dict:
     full = load_config(preset, [f"recon.method={method}", *overrides])
     cfg = full.recon
     t0 = time.time()
@@ -89,7 +112,9 @@ def run_one(preset: str, name: str, view_set: str, method: str, views, gt, gt_se
             "seen_chamfer": seen_chamfer(mesh, gt_seen, [v.camera for v in views]), "psnr": result.psnr,
             "inv_s": result.stats.get("inv_s"), "rollbacks": result.stats.get("rollbacks"),
             "input_iou": input_iou(mesh, views), "faces": len(mesh.faces), "size": views[0].camera.width,
-            "overrides": list(overrides)}
+            "overrides": list(overrides),
+            "pose_err_px": pose_errors(Path(result.field_path).parent / CORRECTIONS_NAME, views, true_cameras,
+                                       np.asarray(gt.vertices)) if true_cameras and cfg.views.pose else None}
 
 
 def verdict(row: dict, hull: dict | None, exact_hull: dict | None) -> str:
@@ -114,6 +139,8 @@ def verdict(row: dict, hull: dict | None, exact_hull: dict | None) -> str:
             fails += ["lost part"] * (row["fscore_02"] < 0.9)
     elif s != "exact":
         fails += ["chamfer"] * (ratio > 0.9)
+    if row.get("pose_err_px"):
+        text += ", pose {:.2f} -> {:.2f} px".format(*row["pose_err_px"])
     if row["rollbacks"]:
         text += f", {row['rollbacks']} roll-backs"
     if s in ("exact", "moderate") and row["seconds"] > 600 and row["preset"] == "cpu":
@@ -183,9 +210,10 @@ def main(argv=None) -> int:
             for view_set in args.sets:
                 views, gt = make_view_set(name, view_set, size=size, strength=args.strength)
                 gt_seen = seen_points(gt, views.cameras)
+                true_cameras = rendered_cameras(name, view_set) if view_set in LEVELS else None
                 for method in methods:
                     keep(run_one(args.preset, name, view_set, method, views, gt, gt_seen, args.device, args.seed,
-                                 work, args.overrides))
+                                 work, args.overrides, true_cameras))
     print(f"views: 36 ring at 20 deg, radius 2, FoV 49.1 deg, {size} px (generated-like: 256 px), shading strength "
           f"{args.strength}; device {args.device}, {torch.get_num_threads()} torch threads")
     if args.overrides:

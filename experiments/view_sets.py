@@ -81,18 +81,35 @@ def angle_from(a: Camera, b: Camera) -> float:
     return float(np.degrees(np.arccos(np.clip(pa @ pb, -1.0, 1.0))))
 
 
-def perturbed_camera(cam: Camera, level: Level, f: float, rng: np.random.Generator) -> Camera:
-    """``cam`` turned about the object's centre (azimuth about world z, elevation about the camera's right
-    axis, roll about its view axis) and moved along its view axis."""
+def camera_turn(cam: Camera, level: Level, f: float, rng: np.random.Generator) -> np.ndarray:
+    """The rotation [3, 3] about the object's centre a generated view's camera is off by: azimuth about world z,
+    elevation about the camera's right axis, roll about its view axis."""
     yaw, pitch, roll = rng.uniform(-1, 1, 3) * level.pose_deg * f
     right, forward = cam.c2w[:3, 0], -cam.c2w[:3, 2]
-    turn = (Rotation.from_rotvec(np.radians(yaw) * np.array([0.0, 0.0, 1.0]))
+    return (Rotation.from_rotvec(np.radians(yaw) * np.array([0.0, 0.0, 1.0]))
             * Rotation.from_rotvec(np.radians(pitch) * right)
             * Rotation.from_rotvec(np.radians(roll) * forward)).as_matrix()
+
+
+def perturbed_camera(cam: Camera, level: Level, f: float, rng: np.random.Generator) -> Camera:
+    """``cam`` turned about the object's centre (camera_turn) and moved along its view axis."""
+    turn = camera_turn(cam, level, f, rng)
     c2w = cam.c2w.copy()
     c2w[:3, :3] = turn @ c2w[:3, :3]
     c2w[:3, 3] = turn @ c2w[:3, 3] * (1.0 + rng.uniform(-1, 1) * level.distance * f)
     return Camera(c2w, cam.fov_x, cam.width, cam.height)
+
+
+def rendered_cameras(name: str, view_set: str, n: int = 36, elevation: float = 20.0) -> list[Camera]:
+    """The cameras the views of ``make_view_set(name, view_set)`` were rendered from: the nominal ones, except
+    the generated-like sets' perturbed ones (the same draws as generated_like, without rendering)."""
+    cameras = ring_cameras(n, elevation, DEFAULT_RADIUS, DEFAULT_FOV_X, SET_SIZE.get(view_set, 128))
+    if view_set not in LEVELS:
+        return cameras
+    seed = zlib.crc32(name.encode())
+    return [cameras[0]] + [perturbed_camera(cam, LEVELS[view_set], angle_from(cam, cameras[0]) / 180.0,
+                                            np.random.default_rng([seed, i]))
+                           for i, cam in enumerate(cameras[1:], start=1)]
 
 
 def smooth_warp(rgba: np.ndarray, amplitude_px: float, rng: np.random.Generator) -> np.ndarray:
