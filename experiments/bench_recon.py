@@ -76,15 +76,16 @@ def input_iou(mesh, views) -> float:
 
 
 def pose_errors(corrections_path: Path, views, true_cameras, points: np.ndarray) -> list[float] | None:
-    """[before, after]: how far (px, mean over the generated views and ``points``) the object lands from where
-    the camera that rendered the view saw it, through the nominal camera and through the nominal camera with
-    its learned correction (rays R x + t: a camera turned by R about the origin, then moved by t)."""
+    """[before, after]: how far (px, mean over the views that learn a correction and over ``points``) the
+    object lands from where the camera that rendered the view saw it, through the nominal camera and through
+    the nominal camera with its learned correction (rays R x + t: a camera turned by R about the origin, then
+    moved by t). On exact views "before" is 0 and "after" is how far the corrections drift."""
     if not corrections_path.exists():
         return None
     learned = json.loads(corrections_path.read_text())
     before, after = [], []
     for view, true, c in zip(views, true_cameras, learned):
-        if view.is_input:
+        if c["fixed"]:
             continue
         rot = Rotation.from_rotvec(np.radians(c["rotation_deg"])).as_matrix()
         c2w = view.camera.c2w.copy()
@@ -210,7 +211,7 @@ def main(argv=None) -> int:
             for view_set in args.sets:
                 views, gt = make_view_set(name, view_set, size=size, strength=args.strength)
                 gt_seen = seen_points(gt, views.cameras)
-                true_cameras = rendered_cameras(name, view_set) if view_set in LEVELS else None
+                true_cameras = rendered_cameras(name, view_set, size)
                 for method in methods:
                     keep(run_one(args.preset, name, view_set, method, views, gt, gt_seen, args.device, args.seed,
                                  work, args.overrides, true_cameras))

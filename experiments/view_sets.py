@@ -100,10 +100,10 @@ def perturbed_camera(cam: Camera, level: Level, f: float, rng: np.random.Generat
     return Camera(c2w, cam.fov_x, cam.width, cam.height)
 
 
-def rendered_cameras(name: str, view_set: str, n: int = 36, elevation: float = 20.0) -> list[Camera]:
-    """The cameras the views of ``make_view_set(name, view_set)`` were rendered from: the nominal ones, except
-    the generated-like sets' perturbed ones (the same draws as generated_like, without rendering)."""
-    cameras = ring_cameras(n, elevation, DEFAULT_RADIUS, DEFAULT_FOV_X, SET_SIZE.get(view_set, 128))
+def rendered_cameras(name: str, view_set: str, size: int = 128, n: int = 36, elevation: float = 20.0) -> list[Camera]:
+    """The cameras the views of ``make_view_set(name, view_set, size)`` were rendered from: the nominal ones,
+    except the generated-like sets' perturbed ones (the same draws as generated_like, without rendering)."""
+    cameras = ring_cameras(n, elevation, DEFAULT_RADIUS, DEFAULT_FOV_X, SET_SIZE.get(view_set, size))
     if view_set not in LEVELS:
         return cameras
     seed = zlib.crc32(name.encode())
