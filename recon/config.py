@@ -61,6 +61,9 @@ class NeuSConfig:
     variance_init: float = 0.5  # inv_s = exp(10 * v): NeuS's learned sharpness
     lr: float = 0.01  # grids take large steps (the reference MLP's 5e-4 would need 10x the steps)
     geometry_lr_scale: float = 0.06  # SDF grid lr = lr * this: world units per step at 256 px views
+    # Views smaller than this step proportionally less, never under half (the rate was tuned at 128 px, 0.03,
+    # and at 256 px, 0.06: experiments/README.md); 0: the same rate at any size.
+    geometry_lr_view_size: int = 256
     n_samples: int = 32  # uniform samples inside the ray's bounds
     n_importance: int = 16  # importance samples, drawn in up_sample_steps rounds
     up_sample_steps: int = 2
@@ -99,6 +102,7 @@ class NeuSMLPConfig:
     variance_init: float = 0.3
     lr: float = 5e-4
     geometry_lr_scale: float = 1.0  # SDF network lr = lr * this
+    geometry_lr_view_size: int = 0  # as in NeuSConfig
     n_samples: int = 64
     n_importance: int = 64  # in 4 rounds of 16
     up_sample_steps: int = 4
@@ -123,6 +127,7 @@ class VoxelConfig:
     view_dependent: bool = False  # colour grid only (SJC); true adds a tiny MLP on (features, view dir)
     lr: float = 0.01  # Adam on dense grids (SJC's Adamax 0.05 drove an SDS loss, not views)
     geometry_lr_scale: float = 1.0  # density-grid lr = lr * this
+    geometry_lr_view_size: int = 0  # as in NeuSConfig
     # Squared Laplacian of the density grid at the visible samples: damps voxel-scale noise. Density values
     # are ~1 across the shell (an SDF's ~1 voxel), so useful weights are ~100x below an SDF's curvature's.
     lambda_density_laplacian: float = 1e-5

@@ -46,14 +46,23 @@ class TrainResult:
     live: dict  # the method's live stats at the end (NeuS: inv_s)
 
 
-def make_optimizer(cfg: ReconConfig, method: Method, field, corrections: ViewCorrections | None = None
-                   ) -> torch.optim.Optimizer:
-    """The method's geometry parameters step at ``lr * geometry_lr_scale``, everything else at ``lr`` (both from
-    the method's section); the per-view corrections at ``recon.views``' rates. Each group keeps its unscheduled
-    lr in 'base_lr'."""
+def geometry_lr(settings, view_size: int) -> float:
+    """The geometry parameters' rate for views of ``view_size`` px: ``lr * geometry_lr_scale``, scaled down
+    for views under ``geometry_lr_view_size`` in proportion to their size, to half at most."""
+    factor = 1.0
+    if settings.geometry_lr_view_size > 0 and view_size > 0:
+        factor = min(1.0, max(0.5, view_size / settings.geometry_lr_view_size))
+    return settings.lr * settings.geometry_lr_scale * factor
+
+
+def make_optimizer(cfg: ReconConfig, method: Method, field, corrections: ViewCorrections | None = None,
+                   view_size: int = 0) -> torch.optim.Optimizer:
+    """The method's geometry parameters step at :func:`geometry_lr` for ``view_size`` px views (0: unscaled),
+    everything else at ``lr`` (both from the method's section); the per-view corrections at ``recon.views``'
+    rates. Each group keeps its unscheduled lr in 'base_lr'."""
     s = method.settings(cfg)
     geometry = {id(p) for p in method.geometry_parameters(field)}
-    groups = [{"params": [p for p in field.parameters() if id(p) in geometry], "base_lr": s.lr * s.geometry_lr_scale},
+    groups = [{"params": [p for p in field.parameters() if id(p) in geometry], "base_lr": geometry_lr(s, view_size)},
               {"params": [p for p in field.parameters() if id(p) not in geometry], "base_lr": s.lr}]
     if corrections is not None:
         groups += [{"params": corrections.pose_parameters(), "base_lr": cfg.views.pose_lr},
@@ -176,7 +185,8 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
         corrections = ViewCorrections([True] * sampler.bank.n_views, pose=False, appearance=False)
     corrections = corrections.to(sampler.bank.origins.device)
     model = torch.nn.ModuleDict({"field": field, "views": corrections})  # what checkpoints and roll-backs keep
-    optimizer = make_optimizer(cfg, method, field, corrections)
+    view_size = max(sampler.bank.height, sampler.bank.width)
+    optimizer = make_optimizer(cfg, method, field, corrections, view_size)
     guard = Guard(cfg.guard, pixel_size)
     start, ckpt_path = 0, out_dir / CHECKPOINT_NAME
     cfg_json = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
@@ -185,7 +195,7 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
         if ckpt["config"] == cfg_json:
             match_grids(field, ckpt["meta"].get("grid_resolutions", {}))
             model.load_state_dict(ckpt["model"])
-            optimizer = make_optimizer(cfg, method, field, corrections)
+            optimizer = make_optimizer(cfg, method, field, corrections, view_size)
             optimizer.load_state_dict(ckpt["optimizer"])
             generator.set_state(ckpt["generator"])
             if occupancy is not None and ckpt.get("occupancy") is not None:
@@ -205,7 +215,8 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
     while step < end:
         if step == upsample_step:
             getattr(field, upsample_grid).resample(upsample_to)
-            optimizer = make_optimizer(cfg, method, field, corrections)  # fresh moments for the re-gridded grid
+            # fresh moments for the re-gridded grid
+            optimizer = make_optimizer(cfg, method, field, corrections, view_size)
         factor = guard.lr_scale * learning_rate_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_final_ratio)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
@@ -240,7 +251,7 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
                             done, back.step, guard.lr_scale)
                 match_grids(field, back.grid_resolutions)
                 model.load_state_dict(back.model)
-                optimizer = make_optimizer(cfg, method, field, corrections)
+                optimizer = make_optimizer(cfg, method, field, corrections, view_size)
                 optimizer.load_state_dict(back.optimizer)
                 generator.set_state(back.generator)
                 if occupancy is not None and back.occupancy is not None:

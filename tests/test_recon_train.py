@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from img2mesh import load_config
 from img2mesh.data.cameras import ring_cameras
 from img2mesh.data.errors import InputError
 from img2mesh.data.views import View, Views
@@ -38,6 +39,7 @@ def small_neus(steps: int, **overrides) -> ReconConfig:
     """A CPU-sized NeuS: dense-grid SDF from the hull, a small colour net, few samples."""
     neus = NeuSConfig(resolution=64, coarse_resolution=0, color_resolution=32, feature_dim=8, color_hidden=32,
                       color_layers=2, view_dependent=False, variance_init=0.5, lr=0.01, geometry_lr_scale=0.1,
+                      geometry_lr_view_size=0,  # the rate as given at 32 px
                       n_samples=24, n_importance=12, up_sample_steps=2, cos_anneal_steps=0, lambda_curvature=0.0,
                       lambda_area=0.0)
     cfg = ReconConfig(method="neus", steps=steps, rays_per_batch=1024, foreground_fraction=0.5, warmup_steps=10,
@@ -176,6 +178,23 @@ def test_each_method_steps_at_its_own_learning_rate():
     field = VoxelNeRF(cfg.voxel, FieldBox([-1.0] * 3, [1.0] * 3))
     lrs = sorted(g["base_lr"] for g in make_optimizer(cfg, METHODS["voxel"], field).param_groups)
     assert lrs == [0.01, 0.02] and ReconConfig().neus.lr == 0.01 and ReconConfig().neus_mlp.lr == 5e-4
+
+
+def test_the_sdf_grid_steps_less_on_small_views():
+    """The grid NeuS's rate holds from 256 px up and falls with the view size to half of it; the CPU preset on
+    its 128 px views keeps the rate it was tuned at."""
+    from img2mesh.recon.trainer import geometry_lr, make_optimizer
+
+    neus = ReconConfig().neus
+    full = neus.lr * neus.geometry_lr_scale
+    rates = [geometry_lr(neus, px) for px in (0, 32, 128, 192, 256, 512)]
+    assert rates == pytest.approx([full, full / 2, full / 2, full * 0.75, full, full])
+    assert geometry_lr(load_config("cpu").recon.neus, 128) == pytest.approx(0.01 * 0.03)
+    assert geometry_lr(ReconConfig().voxel, 64) == ReconConfig().voxel.lr * ReconConfig().voxel.geometry_lr_scale
+    cfg = ReconConfig(voxel=VoxelConfig(resolution=8, color_resolution=8, geometry_lr_view_size=256))
+    field = VoxelNeRF(cfg.voxel, FieldBox([-1.0] * 3, [1.0] * 3))
+    lrs = sorted(g["base_lr"] for g in make_optimizer(cfg, METHODS["voxel"], field, view_size=128).param_groups)
+    assert lrs == pytest.approx([0.005, 0.01])
 
 
 def test_a_loss_that_cannot_run_is_a_config_error(tiny_views, tmp_path):
