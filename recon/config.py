@@ -61,8 +61,8 @@ class NeuSConfig:
     variance_init: float = 0.5  # inv_s = exp(10 * v): NeuS's learned sharpness
     lr: float = 0.01  # grids take large steps (the reference MLP's 5e-4 would need 10x the steps)
     geometry_lr_scale: float = 0.06  # SDF grid lr = lr * this: world units per step at 256 px views
-    # Views smaller than this step proportionally less, never under half (the rate was tuned at 128 px, 0.03,
-    # and at 256 px, 0.06: experiments/README.md); 0: the same rate at any size.
+    # Views smaller than this step proportionally less, never under half: the rate was tuned on 128 and on 256 px
+    # views (experiments/README.md); 0: the same rate at any size.
     geometry_lr_view_size: int = 256
     n_samples: int = 32  # uniform samples inside the ray's bounds
     n_importance: int = 16  # importance samples, drawn in up_sample_steps rounds
