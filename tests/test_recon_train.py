@@ -215,7 +215,8 @@ def test_the_start_is_cached_in_the_run_and_can_be_passed_in(tiny_views, tmp_pat
     cached = torch.load(tmp_path / "run" / "start.pt", weights_only=True)
     again = reconstruct(cfg, tiny_views, tmp_path / "run")  # resumed: the start is read, not recomputed
     assert again.stats["start"] == "cached" and again.stats["resumed_from"] == 2
-    changed = dataclasses.replace(cfg, init=InitConfig(hull_resolution=32, unseen_fill=True), checkpoint_every=0)
+    changed = dataclasses.replace(cfg, init=InitConfig(hull_resolution=32, unseen_fill=not cfg.init.unseen_fill),
+                                  checkpoint_every=0)
     assert reconstruct(changed, tiny_views, tmp_path / "run").stats["start"] == "computed"  # another init config
     assert not torch.equal(torch.load(tmp_path / "run" / "start.pt", weights_only=True)["sdf"], cached["sdf"])
 
