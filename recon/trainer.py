@@ -9,6 +9,7 @@ bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -185,8 +186,10 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
         corrections = ViewCorrections([True] * sampler.bank.n_views, pose=False, appearance=False)
     corrections = corrections.to(sampler.bank.origins.device)
     model = torch.nn.ModuleDict({"field": field, "views": corrections})  # what checkpoints and roll-backs keep
-    view_size = max(sampler.bank.height, sampler.bank.width)
-    optimizer = make_optimizer(cfg, method, field, corrections, view_size)
+    # One recipe for the first optimizer and every rebuild (resume, re-gridding, roll-back).
+    new_optimizer = functools.partial(make_optimizer, cfg, method, field, corrections,
+                                      max(sampler.bank.height, sampler.bank.width))
+    optimizer = new_optimizer()
     guard = Guard(cfg.guard, pixel_size)
     start, ckpt_path = 0, out_dir / CHECKPOINT_NAME
     cfg_json = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
@@ -195,7 +198,7 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
         if ckpt["config"] == cfg_json:
             match_grids(field, ckpt["meta"].get("grid_resolutions", {}))
             model.load_state_dict(ckpt["model"])
-            optimizer = make_optimizer(cfg, method, field, corrections, view_size)
+            optimizer = new_optimizer()
             optimizer.load_state_dict(ckpt["optimizer"])
             generator.set_state(ckpt["generator"])
             if occupancy is not None and ckpt.get("occupancy") is not None:
@@ -215,8 +218,7 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
     while step < end:
         if step == upsample_step:
             getattr(field, upsample_grid).resample(upsample_to)
-            # fresh moments for the re-gridded grid
-            optimizer = make_optimizer(cfg, method, field, corrections, view_size)
+            optimizer = new_optimizer()  # fresh moments for the re-gridded grid
         factor = guard.lr_scale * learning_rate_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_final_ratio)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
@@ -251,7 +253,7 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
                             done, back.step, guard.lr_scale)
                 match_grids(field, back.grid_resolutions)
                 model.load_state_dict(back.model)
-                optimizer = make_optimizer(cfg, method, field, corrections, view_size)
+                optimizer = new_optimizer()
                 optimizer.load_state_dict(back.optimizer)
                 generator.set_state(back.generator)
                 if occupancy is not None and back.occupancy is not None:
