@@ -244,8 +244,8 @@ def reconstruct_views(views_dir, config: str | None = None, overrides=(), out=No
     """`img2mesh recon --views DIR`: reconstruct and export from any NeRF-format folder of posed views."""
     set_quiet(quiet)
     views_dir = Path(views_dir)
-    given = read_views(views_dir)  # validate before a run directory is created
     rd, cfg = open_run(out, resume, views_dir.resolve().name or "views", config, overrides)
+    given = read_views(views_dir)  # validated before the run directory is made
     pipe = Pipeline(cfg, rd, rerun=rerun)
     inputs = pipe.given_views_inputs(views_dir)
     with _kept_or_removed(rd):

@@ -20,6 +20,7 @@ from typing import Any
 from img2mesh.data.errors import Img2MeshError, InputError, UnavailableError
 from img2mesh.data.progress import set_quiet
 
+from .config import load_config
 from .pipeline import STAGES
 from .web_jobs import LIMITS, MAX_UPLOAD_MB, Request, Snapshot, WebService, export_options
 
@@ -250,6 +251,7 @@ def start(out=DEFAULT_OUT, host: str = "127.0.0.1", port: int = 7860, model=None
           overrides=(), concurrency: int = 1, max_upload_mb: float = MAX_UPLOAD_MB, scene_root=None,
           quiet: bool = False) -> WebServer:
     """Load the model, build the page and serve it in the background; ``close()`` stops it."""
+    load_config(preset or "default", overrides)  # a bad setting is said first, before anything else
     _gradio()  # before the model: a missing extra is said at once, not after a long load
     if not 1 <= int(port) <= 65535:
         raise InputError(f"--port must be between 1 and 65535, got {port}")

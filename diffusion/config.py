@@ -1,35 +1,51 @@
-"""Configuration of the views stage (the `diffusion:` section of configs/*.yaml)."""
-from dataclasses import dataclass, field
+"""Configuration of the views stage (the `diffusion:` section of configs/*.yaml), with each key's allowed values
+(checked when the config loads, by :func:`check_diffusion_config`)."""
+from dataclasses import dataclass
+
+from img2mesh.data.settings import check_fields, choice, number
+
+MODES = ("viewfusion", "independent")
+DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "half", "bfloat16")
+SCHEDULES = ("reference", "diffusers")
+ETA_NOISE = ("per_anchor", "shared")
 
 
 @dataclass
 class DiffusionConfig:
     model: str = "kxic/zero123-xl"  # hub id, diffusers folder, or original LDM .ckpt
-    mode: str = "viewfusion"  # viewfusion | independent (plain Zero-1-to-3 per view, the baseline)
-    num_views: int = 36  # views on the ring, the input included
-    elevations: list[float] = field(default_factory=list)  # empty: one ring at the input's elevation
-    steps: int = 75  # DDIM steps as the reference counts them (75 runs 76 updates: docs/reference.md section 3)
-    guidance_scale: float = 3.0
-    eta: float = 1.0
-    inference_temp: float = 0.5
-    auto_temp: float = 0.5
-    window_deg: float = 125.0
-    max_batch: int = 0  # UNet batch per call; 0 = automatic from free memory
-    dtype: str = "auto"  # auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 elsewhere)
+    mode: str = choice("viewfusion", MODES)  # viewfusion | independent (plain Zero-1-to-3 per view, the baseline)
+    num_views: int = number(36, low=2)  # views on the ring, the input included
+    elevations: list[float] = number([], low=-90, high=90)  # empty: one ring at the input's elevation
+    # DDIM steps as the reference counts them (75 runs 76 updates: docs/reference.md section 3)
+    steps: int = number(75, low=1)
+    guidance_scale: float = number(3.0, low=0)
+    eta: float = number(1.0, low=0)
+    inference_temp: float = number(0.5, above=0)
+    auto_temp: float = number(0.5, above=0)
+    window_deg: float = number(125.0, above=0, high=360)
+    max_batch: int = number(0, low=0)  # UNet batch per call; 0 = automatic from free memory
+    dtype: str = choice("auto", DTYPE_NAMES)  # auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 elsewhere)
     # Added for the generator (img2mesh.diffusion):
     # Which cameras to generate instead of the ring(s): "" keeps num_views/elevations; "syncdreamer16",
     # "ringN" or a NeRF cameras .json name a layout (img2mesh.data.cameras.camera_layout).
-    cameras: str = ""
+    cameras: str = choice("", ("", "syncdreamer16"), pattern=r"ring[0-9]+|.+\.json",
+                          words="'' (the ring), ringN, syncdreamer16 or a cameras .json file")
     # reference: the LDM DDIM timesteps ViewFusion/Zero-1-to-3 run (c = 1000 // steps, +1, noisiest dropped);
     # diffusers: DDIMScheduler's own "leading" spacing from the model's scheduler config. Reference by default
     # because that is what the published results were produced with.
-    schedule: str = "reference"
+    schedule: str = choice("reference", SCHEDULES)
     # per_anchor: each anchor draws its own DDIM noise before the weighted sum (ViewFusion's main sampler);
     # shared: one draw per step for all anchors (its other variant). Only matters when eta > 0.
-    eta_noise: str = "per_anchor"
+    eta_noise: str = choice("per_anchor", ETA_NOISE)
     # One unconditional UNet row per step instead of one per anchor. Identical output (the unconditional
     # branch does not depend on the anchor); False reproduces the reference's call pattern, for checking.
     share_uncond: bool = True
     # Weight of the extra input images relative to each other (several inputs): softmax(-d / max d / t).
     # 1.0 is what ViewFusion's multi-input script uses.
-    input_temp: float = 1.0
+    input_temp: float = number(1.0, above=0)
+
+
+def check_diffusion_config(cfg: DiffusionConfig) -> None:
+    """Refuse a bad `diffusion.*` value with one line naming the key and its allowed values (InputError).
+    Checks that involve more than one key go here too."""
+    check_fields(cfg, "diffusion")

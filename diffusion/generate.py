@@ -24,7 +24,7 @@ from img2mesh.data.preprocess import PreparedInput
 from img2mesh.data.progress import progress
 from img2mesh.data.views import View, Views
 
-from .config import DiffusionConfig
+from .config import MODES, DiffusionConfig, check_diffusion_config
 from .devices import auto_max_batch
 from .pipeline import ConditionRows, SamplerSettings, SamplerStats, denoise, denoising_steps
 from .viewfusion import FusionStep, RelativePose, plan_independent, plan_viewfusion, relative_poses
@@ -32,7 +32,6 @@ from .zero123 import Zero123, images_to_tensor, pose_vectors, tensor_to_images
 
 log = logging.getLogger(__name__)
 
-MODES = ("viewfusion", "independent")
 SAME_POSE_DEG = 1e-3  # a target this close to an input IS that input: it is not generated
 
 
@@ -157,23 +156,6 @@ def target_cameras(cfg: DiffusionConfig, input_cameras: list[Camera], cameras=No
     return [Camera(c.c2w, first.fov_x, first.width, first.height) for c in kept]
 
 
-def check_config(cfg: DiffusionConfig) -> None:
-    problems = []
-    if cfg.steps < 1:
-        problems.append(f"diffusion.steps must be >= 1 (got {cfg.steps})")
-    if not cfg.window_deg > 0:
-        problems.append(f"diffusion.window_deg must be > 0 (got {cfg.window_deg})")
-    for key in ("inference_temp", "auto_temp", "input_temp"):
-        if not getattr(cfg, key) > 0:
-            problems.append(f"diffusion.{key} must be > 0 (got {getattr(cfg, key)})")
-    if cfg.eta < 0:
-        problems.append(f"diffusion.eta must be >= 0 (got {cfg.eta})")
-    if cfg.max_batch < 0:
-        problems.append(f"diffusion.max_batch must be >= 0, 0 = automatic (got {cfg.max_batch})")
-    if problems:
-        raise InputError("; ".join(problems))
-
-
 def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero123 | None = None,
                    inputs: list[PreparedInput] | None = None, cameras=None, generator: torch.Generator | None = None,
                    latents: torch.Tensor | None = None, seed: int | None = None, device=None,
@@ -189,7 +171,7 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
     Returns the input view(s) first (``is_input``), then the generated views sorted by azimuth from the input.
     """
     # 1. check the request
-    check_config(cfg)
+    check_diffusion_config(cfg)
     all_inputs = [prepared, *(inputs or [])]
     size = prepared.rgba.shape[:2]
     if any(p.rgba.shape[:2] != size for p in all_inputs):

@@ -21,12 +21,12 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from img2mesh.data.errors import InputError
 
+from .config import ETA_NOISE
 from .scheduler import make_scheduler
 from .zero123 import Zero123
 
 log = logging.getLogger(__name__)
 
-ETA_NOISE = ("per_anchor", "shared")
 
 
 @dataclass

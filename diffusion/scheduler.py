@@ -23,7 +23,7 @@ from diffusers import DDIMScheduler
 
 from img2mesh.data.errors import InputError
 
-SCHEDULES = ("reference", "diffusers")
+from .config import SCHEDULES
 
 
 def ldm_ddim_timesteps(steps: int, num_train_timesteps: int = 1000) -> np.ndarray:

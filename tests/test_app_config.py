@@ -1,11 +1,16 @@
-"""Config presets, overrides and their errors."""
+"""Config presets, overrides and their errors; every key with a rule refused by every command before any work."""
+import contextlib
 import dataclasses
+import io
 
 import pytest
+from PIL import Image
 
 from img2mesh import load_config
-from img2mesh.config import config_hash, preset_names
+from img2mesh.cli import main
+from img2mesh.config import Config, config_hash, preset_names
 from img2mesh.data.errors import InputError
+from img2mesh.data.settings import allowed, rules
 
 
 def test_presets_ship_with_the_package():
@@ -73,11 +78,14 @@ def test_yaml_file(tmp_path):
     ("/no/such.yaml", [], "does not exist"),
     ("default", ["bogus=1"], "unknown config key 'bogus'"),
     ("default", ["recon.steps=abc"], "bad value for config key 'recon.steps'"),
-    ("default", ["threads=-1"], "threads must be >= 0"),
+    ("default", ["threads=-1"], r"threads=-1: must be a number >= 0"),
     ("default", ["seed"], "must look like key=value"),
     ("default", ["export.origin=top"], "export.origin='top': choose one of center, bottom, world"),
-    ("default", ["export.texture_size=0"], "export.texture_size=0: choose 16 to 8192"),
-    ("default", ["export.scale=-1"], "export.scale=-1.0: must be a positive number"),
+    ("default", ["export.texture_size=0"], "export.texture_size=0: must be a number from 16 to 8192"),
+    ("default", ["export.scale=-1"], "export.scale=-1.0: must be a number > 0"),
+    ("default", ["export.target_faces=2"], "export.target_faces=2: use 0 .keep the full mesh. or at least 4"),
+    ("default", ["export.formats=[obj,fbx]"], "export.formats item 'fbx': choose one of obj, glb, ply"),
+    ("default", ["device=gpu"], "device='gpu': choose auto, cpu, cuda, cuda:N or mps"),
 ])
 def test_errors_name_the_problem(name, overrides, message):
     with pytest.raises(InputError, match=message):
@@ -103,3 +111,64 @@ def test_a_saved_config_is_the_base_and_a_preset_adds_only_its_own_keys(tmp_path
     saved.write_text(saved.read_text().replace("seed: 3", "seed: x"))
     with pytest.raises(InputError, match=f"bad value for config key 'seed' in {saved}"):
         load_config(None, [], base=saved)
+
+
+def bad_value(field, rule) -> str:
+    """A value just outside what ``rule`` allows, as a command-line override value."""
+    if "choices" in rule:
+        bad = "bogus"
+    elif rule["low"] is not None:
+        bad = rule["low"] - 1
+    elif rule["above"] is not None:
+        bad = rule["above"]
+    elif rule["high"] is not None:
+        bad = rule["high"] + 1
+    elif rule["below"] is not None:
+        bad = rule["below"]
+    else:  # any finite number or a word of `also`
+        bad = "bogus"
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    if not isinstance(bad, str) and not (isinstance(default, int) and not isinstance(default, bool)):
+        bad = float(bad)  # a float key (or a number-or-word one) takes a float
+    return f"[{bad}]" if isinstance(default, list) else str(bad)
+
+
+RULED = dict(sorted(rules(Config).items()))
+COMMANDS = ["run", "views", "recon", "batch", "serve"]
+
+
+def test_every_section_has_rules():
+    assert {key.split(".")[0] for key in RULED if "." in key} >= {"data", "diffusion", "export", "batch"}
+    assert {"seed", "device", "threads", "diffusion.mode", "diffusion.steps", "export.formats"} <= set(RULED)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """An image and a views folder that the commands would accept."""
+    folder = tmp_path_factory.mktemp("inputs")
+    Image.new("RGBA", (64, 64), (200, 50, 50, 255)).save(folder / "photo.png")
+    return folder
+
+
+def test_a_bad_value_of_any_key_stops_every_command_before_any_work(inputs, tmp_path):
+    """Each key with a rule (taken from the config classes, so a new key is covered) gets a value just outside it;
+    the keys take turns over the commands. Each must exit 2 with one line naming the key and what it may be,
+    before a run folder exists (nothing was preprocessed)."""
+    assert len(RULED) > 20
+    for i, key in enumerate(RULED):
+        command = COMMANDS[i % len(COMMANDS)]
+        out = tmp_path / f"out{i}"
+        args = {"run": ["run", "--image", str(inputs / "photo.png"), "--out", str(out)],
+                "views": ["views", "--image", str(inputs / "photo.png"), "--out", str(out)],
+                "recon": ["recon", "--views", str(inputs / "no-views-needed"), "--out", str(out)],
+                "batch": ["batch", str(inputs), "--out", str(out)],
+                "serve": ["serve", "--out", str(out), "--port", "1"]}[command]
+        field, rule = RULED[key]
+        override = f"{key}={bad_value(field, rule)}"
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            code = main([*args, "--quiet", override])
+        lines = stderr.getvalue().strip().splitlines()
+        assert code == 2 and len(lines) == 1, (command, override, stderr.getvalue())
+        assert key in lines[0] and allowed(rule) in lines[0], (command, override, lines[0])
+        assert not out.exists(), (command, override)

@@ -3,17 +3,20 @@ export setting (`export.target_faces`): it happens after meshing, before UV unwr
 from dataclasses import dataclass
 from typing import Union
 
+from img2mesh.data.settings import number
+
 
 @dataclass
 class MeshConfig:
     """Marching cubes and clean-up of the reconstructed field (meshing.py: extract_mesh)."""
 
-    resolution: int = 256  # grid nodes per side over the field's bounds (reference NeuS: 512 over [-0.6, 0.6]^3)
+    # grid nodes per side over the field's bounds (reference NeuS: 512 over [-0.6, 0.6]^3)
+    resolution: int = number(256, low=8)
     # Iso-level: "auto" = the field's own rule (SDF: 0; density: the field's auto_threshold()), or a number.
-    threshold: Union[str, float, int] = "auto"
-    keep_components: int = 1  # largest connected components kept (0 = all): drops floaters
-    smooth_iters: int = 0  # Taubin smoothing iterations (0 = off; volume-preserving, unlike Laplacian)
-    chunk: int = 65536  # grid points per field query (lower it if meshing runs out of memory)
+    threshold: Union[str, float, int] = number("auto", also=("auto",))
+    keep_components: int = number(1, low=0)  # largest connected components kept (0 = all): drops floaters
+    smooth_iters: int = number(0, low=0)  # Taubin smoothing iterations (0 = off; volume-preserving, unlike Laplacian)
+    chunk: int = number(65536, low=1)  # grid points per field query (lower it if meshing runs out of memory)
 
     def level(self, auto: float) -> float:
         """The iso-level: ``auto`` (the field's default) when threshold is "auto", else the number given."""
