@@ -1,4 +1,4 @@
-"""img2mesh: one photo of an object -> a clean 3D mesh, training-free.
+"""img2mesh: one photo of an object -> a clean 3D mesh (novel views generated, then a field fitted to them).
 
     import img2mesh
     result = img2mesh.run("photo.png", config="cpu", out="runs/photo")

@@ -129,12 +129,6 @@ def ring_cameras(
     ]
 
 
-def wrapped_azimuth_distance(a: float, b: float) -> float:
-    """|a - b| in degrees on the circle, in [0, 180]."""
-    d = abs(a - b) % 360.0
-    return min(d, 360.0 - d)
-
-
 def camera_rays(
     camera: Camera, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from importlib import import_module
 from .config import DiffusionConfig
 
 _LAZY = {"Zero123": ".zero123", "load_zero123": ".loading", "convert_checkpoint": ".checkpoint",
-         "generate_views": ".generate", "build_random_zero123": ".architecture"}
+         "generate_views": ".generate", "build_random_zero123": ".zero123"}
 
 __all__ = ["DiffusionConfig", *_LAZY]
 

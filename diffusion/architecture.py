@@ -84,32 +84,3 @@ def architecture(size: str) -> Zero123Architecture:
     if size not in SIZES:
         raise ValueError(f"unknown Zero-1-to-3 size {size!r}: choose one of {', '.join(SIZES)}")
     return SIZES[size]
-
-
-def build_random_zero123(size: str = "tiny", seed: int = 0, device=None, dtype=None):
-    """A :class:`Zero123` bundle of the real architecture with random weights (tests, benchmarks).
-
-    The global RNG is left untouched; ``seed`` alone decides the weights.
-    """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from .ccprojection import CCProjection
-    from .zero123 import Zero123, clip_image_processor
-
-    arch = architecture(size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**arch.unet)
-        vae = AutoencoderKL(**arch.vae)
-        clip_config = CLIPVisionConfig(**arch.clip)
-        clip_config._attn_implementation = "sdpa"
-        image_encoder = CLIPVisionModelWithProjection(clip_config)
-        cc_projection = CCProjection(in_channel=arch.cc_in, out_channel=arch.cross_attention_dim)
-    model = Zero123(
-        unet=unet, vae=vae, image_encoder=image_encoder,
-        feature_extractor=clip_image_processor(arch.clip["image_size"]),
-        cc_projection=cc_projection, scheduler=DDIMScheduler(**SCHEDULER),
-        device=torch.device("cpu"), dtype=torch.float32,
-    )
-    return model.to(device=device, dtype=dtype)

@@ -7,6 +7,7 @@ Conditioning (docs/reference.md section 2), for a conditioning image in [-1, 1]:
 - concat latent = the VAE posterior's mode, NOT multiplied by the latent scale factor;
 - the unconditional branch is a zero context and a zero concat latent.
 The noisy latent lives in the usual scaled latent space (decode divides by 0.18215).
+``build_random_zero123`` makes the bundle with random weights (tests and benchmarks); loading.py reads saved ones.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from img2mesh.data.devices import resolve_device
 
-from .architecture import CLIP_MEAN, CLIP_STD, POSE_DIM
+from .architecture import CLIP_MEAN, CLIP_STD, POSE_DIM, SCHEDULER, architecture
 
 COMPONENTS = ("unet", "vae", "image_encoder", "feature_extractor", "cc_projection", "scheduler")
 
@@ -65,13 +66,7 @@ class Zero123:
         for module in self.modules():
             module.eval().requires_grad_(False)
 
-    # -- loading, saving, moving -----------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, source: str, device=None, dtype=None, cache_dir=None) -> "Zero123":
-        from .loading import load_zero123
-
-        return load_zero123(source, device=device, dtype=dtype, cache_dir=cache_dir)
-
+    # -- saving, moving --------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write a diffusers-format folder (``unet/ vae/ image_encoder/ feature_extractor/ cc_projection/
         scheduler/`` + ``model_index.json``, safetensors), atomically."""
@@ -193,3 +188,30 @@ def tensor_to_images(x: torch.Tensor) -> "np.ndarray":  # noqa: F821
     """[B, 3, H, W] in [-1, 1] -> float32 RGB [B, H, W, 3] in [0, 1]."""
     return ((x.float().clamp(-1, 1) + 1.0) / 2.0).permute(0, 2, 3, 1).cpu().numpy()
 
+
+def build_random_zero123(size: str = "tiny", seed: int = 0, device=None, dtype=None):
+    """A :class:`Zero123` bundle of the real architecture with random weights (tests, benchmarks).
+
+    The global RNG is left untouched; ``seed`` alone decides the weights.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .ccprojection import CCProjection
+
+    arch = architecture(size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**arch.unet)
+        vae = AutoencoderKL(**arch.vae)
+        clip_config = CLIPVisionConfig(**arch.clip)
+        clip_config._attn_implementation = "sdpa"
+        image_encoder = CLIPVisionModelWithProjection(clip_config)
+        cc_projection = CCProjection(in_channel=arch.cc_in, out_channel=arch.cross_attention_dim)
+    model = Zero123(
+        unet=unet, vae=vae, image_encoder=image_encoder,
+        feature_extractor=clip_image_processor(arch.clip["image_size"]),
+        cc_projection=cc_projection, scheduler=DDIMScheduler(**SCHEDULER),
+        device=torch.device("cpu"), dtype=torch.float32,
+    )
+    return model.to(device=device, dtype=dtype)

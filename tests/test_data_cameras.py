@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from img2mesh.data.cameras import (Camera, camera_from_spherical, camera_layout, camera_rays, look_at,
-                                   project_points, read_cameras_json, ring_cameras, wrapped_azimuth_distance)
+                                   project_points, read_cameras_json, ring_cameras)
 from img2mesh.data.errors import InputError
 
 
@@ -87,10 +87,6 @@ def test_cameras_json(tmp_path):
         read_cameras_json(path)
 
 
-def test_wrapped_azimuth_distance():
-    assert wrapped_azimuth_distance(350, 10) == pytest.approx(20)
-    assert wrapped_azimuth_distance(0, 180) == pytest.approx(180)
-    assert wrapped_azimuth_distance(-90, 90) == pytest.approx(180)
 
 
 def test_camera_shape_checked():

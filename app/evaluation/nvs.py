@@ -40,7 +40,7 @@ class NVSConfig:
     radius: float = 1.5  # for ringN layouts (syncdreamer16 fixes its own)
     size: int = 256
     input_index: int = 0
-    up: str = "y"  # up axis of the mesh files (GSO and ../shared/meshes OBJs are y-up)
+    up: str = "y"  # up axis of the mesh files (GSO OBJs and most downloaded meshes are y-up)
     objects: list[str] = field(default_factory=list)  # empty: every object in the folder
 
 

@@ -1,4 +1,4 @@
-"""Finding ground-truth objects in a folder: a GSO download, `../shared/meshes`, or loose mesh files.
+"""Finding ground-truth objects in a folder: a GSO download, a folder of test meshes, or loose mesh files.
 
 Accepted layouts, per entry of the folder (sorted by name):
 - ``<name>/meshes/model.obj`` (Google Scanned Objects, textures beside it),

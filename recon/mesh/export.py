@@ -2,7 +2,7 @@
 
 Units and frame: the mesh stays in img2mesh's world units (the object about 1 unit across, cameras at
 radius 2; read 1 unit as 1 metre) and its world placement (object at the origin, where every camera
-looks; ``center=True`` re-centres its bounding box exactly). OBJ and PLY keep the z-up world; GLB is
+looks; export.origin places it otherwise, in the asset). OBJ and PLY keep the z-up world; GLB is
 rotated to glTF's y-up (+z up -> +y up, -y front -> +z front), so Blender, three.js and model viewers
 show it upright, and ``load_mesh`` rotates it back. Colours: vertex colours in all three formats (OBJ as
 ``v x y z r g b``, GLB as COLOR_0); a UV texture goes into OBJ (MTL ``map_Kd``) and GLB, and is baked
@@ -55,8 +55,6 @@ def export_mesh(
     out_dir: str | os.PathLike,
     formats=FORMATS,
     stem: str = "mesh",
-    *,
-    center: bool = False,
 ) -> dict[str, Path]:
     """Write ``mesh`` as ``out_dir/{stem}.{obj,glb,ply}`` (see the module docstring); returns format -> path."""
     if mesh is None or len(mesh.faces) == 0:
@@ -66,9 +64,6 @@ def export_mesh(
         raise InputError(f"unknown export format {unknown[0]!r}: choose from {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if center:
-        mesh = mesh.copy()
-        mesh.apply_translation(-mesh.bounds.mean(axis=0))
     written = {}
     if "obj" in formats:
         for name, data in _obj_files(mesh, stem).items():
