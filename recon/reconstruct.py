@@ -25,7 +25,7 @@ from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_bytes
 from img2mesh.data.views import View, Views
 
-from .config import ReconConfig, config_from_dict
+from .config import ReconConfig, check_recon_config, config_from_dict
 from .mesh.config import MeshConfig
 from .methods import METHODS
 from .methods.base import Method
@@ -159,6 +159,7 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
     ``max_steps``: stop after that many steps (of ``cfg.steps``), keeping the checkpoint so a later call
     finishes the run; the field file then holds the partly trained field.
     """
+    check_recon_config(cfg)
     method = method_for(cfg)
     validate_views(views)
     out_dir = Path(out_dir)

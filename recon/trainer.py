@@ -25,7 +25,7 @@ from img2mesh.data.io import atomic_write_bytes
 from img2mesh.data.progress import progress
 
 from . import losses as L
-from .config import ReconConfig
+from .config import GENERIC_LOSSES, ReconConfig, check_losses
 from .rays import RayBatch, RaySampler, jittered_patch_rays
 from .schedules import learning_rate_factor, loss_weight
 from .guard import Guard
@@ -80,10 +80,6 @@ def make_optimizer(cfg: ReconConfig, method: Method, field, corrections: ViewCor
     raise InputError(f"unknown recon.optimizer {cfg.optimizer!r}: use adam, adamw or adamax")
 
 
-GENERIC_LOSSES = ("rgb", "mask", "depth_smooth", "near_view", "emptiness", "sparsity")
-PATCH_LOSSES = ("depth_smooth", "near_view")
-
-
 def loss_weights(cfg: ReconConfig, method: Method, step: int) -> dict[str, float]:
     """Every loss's weight at ``step``: ``recon.loss.lambda_<name>`` for the losses all methods have,
     ``recon.<section>.lambda_<name>`` for the method's own, times the loss's schedule."""
@@ -91,20 +87,6 @@ def loss_weights(cfg: ReconConfig, method: Method, step: int) -> dict[str, float
     lambdas = {name: getattr(lc, f"lambda_{name}") for name in GENERIC_LOSSES}
     lambdas.update({name: getattr(method.settings(cfg), f"lambda_{name}") for name in method.losses})
     return {name: loss_weight(lam, lc.schedules.get(name), step, cfg.steps) for name, lam in lambdas.items()}
-
-
-def check_losses(cfg: ReconConfig, method: Method) -> None:
-    """A loss weighted above 0 must be able to run, and a schedule must name a loss: else a config error."""
-    if not cfg.patches_per_batch:
-        on = [name for name in PATCH_LOSSES if getattr(cfg.loss, f"lambda_{name}")]
-        if on:
-            raise InputError(f"recon.loss.lambda_{on[0]} is on but recon.patches_per_batch is 0: these losses work "
-                             "on square patches of pixels; set recon.patches_per_batch (e.g. 8) or the weight to 0")
-    known = set(GENERIC_LOSSES) | set(method.losses)
-    unknown = sorted(set(cfg.loss.schedules) - known)
-    if unknown:
-        raise InputError(f"recon.loss.schedules names {unknown[0]!r}, which is not a loss of recon.method="
-                         f"{cfg.method}: use one of {', '.join(sorted(known))}")
 
 
 def compute_losses(cfg: ReconConfig, method: Method, field, batch: RayBatch, out: RenderOutput, step: int,
@@ -181,7 +163,7 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
     """
     out_dir = Path(out_dir)
     generator = torch.Generator().manual_seed(seed)
-    check_losses(cfg, method)
+    check_losses(cfg, method.losses)
     if corrections is None:
         corrections = ViewCorrections([True] * sampler.bank.n_views, pose=False, appearance=False)
     corrections = corrections.to(sampler.bank.origins.device)
