@@ -1,15 +1,19 @@
 """The Zero-1-to-3 bundle: save/load through the real loaders, conditioning helpers, loading errors."""
 import json
+import math
 import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from img2mesh.data.cameras import Camera, look_at
 from img2mesh.data.errors import InputError, ResourceError
 from img2mesh.diffusion import Zero123, build_random_zero123, load_zero123
 from img2mesh.diffusion.ccprojection import load_cc_projection
+from img2mesh.diffusion.generate import anchor_poses
 from img2mesh.diffusion.loading import check_model
+from img2mesh.diffusion.viewfusion import relative_poses
 from img2mesh.diffusion.zero123 import pose_vectors
 
 
@@ -72,10 +76,19 @@ def test_concat_latent_is_the_unscaled_posterior_mode(tiny):
     assert torch.equal(tiny.encode_concat(images), mode)
 
 
-def test_pose_vector_uses_the_polar_convention():
-    # target 30 deg ABOVE the condition -> dtheta = -30 deg in radians; azimuth +90 -> sin 1, cos 0
-    t = pose_vectors(torch.tensor([-0.5235987755982988]), torch.tensor([1.5707963267948966]), torch.tensor([0.25]))
-    torch.testing.assert_close(t, torch.tensor([[-0.5235987755982988, 1.0, 0.0, 0.25]]), atol=1e-7, rtol=0)
+def test_pose_vector_of_cameras_with_a_known_answer():
+    # Built from positions, not angles: the condition camera on the +x axis at the object's height, the target
+    # on the +y axis 30 deg above it (z = 1 at distance 2). Zero-1-to-3's polar angle is measured from +z, so
+    # the target ABOVE the condition is -30 deg (in radians); a quarter turn of azimuth: sin 1, cos 0; the
+    # same distance: radius change 0.
+    condition = Camera(look_at([2.0, 0.0, 0.0]), math.radians(49.1), 64, 64)
+    target = Camera(look_at([0.0, math.sqrt(3.0), 1.0]), math.radians(49.1), 64, 64)
+    poses = relative_poses([condition, target], condition)
+    t = anchor_poses(poses[1], [poses[0]])
+    torch.testing.assert_close(t, torch.tensor([[-math.pi / 6, 1.0, 0.0, 0.0]]), atol=1e-6, rtol=0)
+    below = Camera(look_at([0.0, -math.sqrt(3.0), -1.0]), math.radians(49.1), 64, 64)  # 30 deg below, -90 deg
+    t = anchor_poses(relative_poses([below], condition)[0], [poses[0]])
+    torch.testing.assert_close(t, torch.tensor([[math.pi / 6, -1.0, 0.0, 0.0]]), atol=1e-6, rtol=0)
 
 
 def test_cc_projection_sizes_come_from_the_weights_when_the_config_lacks_them(tiny_dir, tmp_path):
