@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +26,11 @@ from img2mesh.data.progress import set_quiet
 from img2mesh.data.scenes import find_scene, is_scene_dir, read_scene
 from img2mesh.data.views import TRANSFORMS_NAMES, read_views
 
-from .config import Config, load_config
-from .pipeline import STAGES, Pipeline, RunResult, apply_threads
-from .rundir import RunDir, check_new_folder
-from .stages import InputSource, camera_from_json, source_key
+from .config import load_config
+from .pipeline import RunResult, apply_threads
+from .rundir import RunDir, check_new_folder, new_run_folder
+from .runner import RUNS, GivenViews, load_run_config, new_run, run_pipeline
+from .stages import InputSource, camera_from_json
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +65,6 @@ def resolve_source(image_or_scene: ImageLike, scene_root=None, kind: str | None 
     return InputSource(scene.image_path, scene.camera, scene.name)
 
 
-def default_out(label: str) -> Path:
-    base = Path("runs") / label / time.strftime("%Y%m%d-%H%M%S")
-    out, i = base, 1
-    while out.exists():
-        out, i = base.with_name(f"{base.name}-{i}"), i + 1
-    return out
-
-
 def _in_memory_source(image, folder: Path) -> InputSource:
     """An in-memory image as a PNG in ``folder`` (the preprocess stage copies it into the run)."""
     arr = np.asarray(image.convert("RGBA") if isinstance(image, Image.Image) and image.mode not in ("RGB", "RGBA")
@@ -94,95 +85,6 @@ def _saved_source(rd: RunDir) -> InputSource:
     if not path.is_file():
         raise InputError(f"the input of {rd.root} is gone ({path}); give the image or scene again")
     return InputSource(path, camera_from_json(src["camera"]) if src["camera"] else None, src["label"])
-
-
-def open_run(out=None, resume=None, label: str = "run", config: str | None = None, overrides=()) -> tuple[RunDir, Config]:
-    """A run directory with its config, nothing written yet: a new one (checked: it must not hold files; made
-    on disk by ``rd.make()``) or, for ``resume``, an existing one whose saved config the preset (its own
-    keys) and the overrides are applied on top of."""
-    if resume is not None:
-        if out is not None and Path(out).resolve() != Path(resume).resolve():
-            raise InputError("give either --out (new run) or --resume (existing run), not two different folders")
-        rd = RunDir.open(Path(resume))
-        if not rd.config_yaml.is_file():
-            raise InputError(f"{rd.config_yaml} is missing: that run cannot be resumed; start a new run with --out")
-        cfg = load_config(config, overrides, base=rd.config_yaml)
-    else:
-        cfg = load_config(config or "default", overrides)  # before creating anything: a bad config leaves no trace
-        rd = RunDir.new(Path(out) if out is not None else default_out(label))
-    return rd, cfg
-
-
-@contextmanager
-def _kept_or_removed(rd: RunDir):
-    """Run the stages; on any failure a new run with no finished stage is removed (a failed start leaves no
-    folder behind), and an interrupt says which folder holds the finished stages (``run_dir``)."""
-    try:
-        yield
-    except BaseException as e:
-        if not rd.remove_if_unfinished():
-            e.run_dir = rd.root
-        raise
-
-
-# Seconds per view and DDIM step of Zero-1-to-3 XL on a 2-core CPU, as README "Hardware" gives it.
-CPU_SECONDS_PER_VIEW_STEP = 25.0
-CPU_WARN_SECONDS = 3 * 3600
-
-
-def _warn_if_slow_on_cpu(cfg: Config, device) -> None:
-    """The GPU preset on a CPU takes most of a day: say so before starting, with the way out."""
-    import torch
-
-    if torch.device(device).type != "cpu":
-        return
-    d = cfg.diffusion
-    views = d.num_views * max(1, len(d.elevations)) - 1
-    seconds = views * d.steps * CPU_SECONDS_PER_VIEW_STEP
-    if seconds < CPU_WARN_SECONDS:
-        return
-    cpu = load_config("cpu").diffusion
-    quick = (cpu.num_views - 1) * cpu.steps * CPU_SECONDS_PER_VIEW_STEP
-    log.warning("running on the CPU: %d views x %d denoising steps of Zero-1-to-3 XL take about %.0f hours here "
-                "(~%.0f s per view and step on 2 cores); `-c cpu` makes %d views x %d steps (about %.1f hours), "
-                "a GPU takes minutes", views, d.steps, seconds / 3600, CPU_SECONDS_PER_VIEW_STEP, cpu.num_views - 1,
-                cpu.steps, quick / 3600)
-
-
-def _hint_if_cpu_busy() -> None:
-    import torch
-
-    cores = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if torch.get_num_threads() > 1 and load >= cores:
-        log.info("the CPU is already busy (load %.1f on %d cores): torch's %d threads wait for each other there; "
-                 "--threads 1 is usually several times faster", load, cores, torch.get_num_threads())
-
-
-def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model):
-    """Everything that can fail before any work, checked before any work: the image, the weights, the
-    background-removal model. Returns the image as read (for the preprocess stage), or None."""
-    from img2mesh.data.background import check_model as check_rembg
-    from img2mesh.data.images import load_image
-    from img2mesh.diffusion.loading import check_model
-
-    runs = {p.name for p in plans if p.runs}
-    loaded = None
-    if "preprocess" in runs and source is not None:
-        loaded = load_image(source.image_path, pipe.cfg.data.max_side)
-        if loaded.alpha is None:
-            check_rembg(pipe.cfg.data.rembg_model)
-    if "views" in runs and source is not None:
-        if model is None:
-            check_model(pipe.cfg.diffusion.model)
-        check_rembg(pipe.cfg.data.rembg_model)
-        _warn_if_slow_on_cpu(pipe.cfg, pipe.device)
-    if runs & {"views", "recon"} and pipe.device.type == "cpu" and pipe.cfg.threads == 0:
-        _hint_if_cpu_busy()
-    for plan in plans:
-        if plan.action == "rerun":
-            log.info("%-10s reruns: %s", plan.name, plan.reason)
-    return loaded
 
 
 def run(
@@ -209,34 +111,21 @@ def run(
     a changed setting makes them out of date; without it that is an error saying which stage and why.
     """
     set_quiet(quiet)
-    if stop_after not in STAGES:
-        raise InputError(f"unknown stage {stop_after!r} to stop after: choose from {', '.join(STAGES)}")
-    in_memory = isinstance(image_or_scene, (Image.Image, np.ndarray))
-    source = None if image_or_scene is None or in_memory else resolve_source(image_or_scene, scene_root, kind)
     if isinstance(model, (str, os.PathLike)):
         overrides = [*overrides, f"diffusion.model={model}"]
         model = None
-    rd, cfg = open_run(out, resume, source.label if source else "image", config, overrides)
+    cfg, rd = load_run_config(config, overrides, out, resume)
+    in_memory = isinstance(image_or_scene, (Image.Image, np.ndarray))
+    source = None if image_or_scene is None or in_memory else resolve_source(image_or_scene, scene_root, kind)
     if source is None and not in_memory:
-        if resume is None:
+        if rd is None:
             raise InputError("give an image or a scene (or --resume a run)")
         source = _saved_source(rd)
-    pipe = Pipeline(cfg, rd, model=model, rerun=rerun)
-    names = list(STAGES[:STAGES.index(stop_after) + 1])
-    with tempfile.TemporaryDirectory(prefix="img2mesh-") as scratch, _kept_or_removed(rd):
+    rd = rd or new_run(out, source.label if source else "image")
+    with tempfile.TemporaryDirectory(prefix="img2mesh-") as scratch:
         if in_memory:  # a file like any other input: checked, hashed and copied the same way
             source = _in_memory_source(image_or_scene, Path(scratch))
-        plans = pipe.plan(names, (source_key(source),))
-        loaded = _check_before_work(pipe, plans, source, model)
-        rd.make()
-        rd.meta["source"] = source.describe()
-        prepared, rec = pipe.preprocess(source, loaded)
-        if stop_after != "preprocess":
-            views, rec = pipe.views(prepared, rec)
-            if stop_after != "views":
-                field_path, rec = pipe.recon(views, rec)
-                pipe.export(field_path, views, rec)
-        return pipe.finish()
+        return run_pipeline(cfg, rd, source, stop_after=stop_after, model=model, rerun=rerun)
 
 
 def reconstruct_views(views_dir, config: str | None = None, overrides=(), out=None, resume=None,
@@ -244,32 +133,17 @@ def reconstruct_views(views_dir, config: str | None = None, overrides=(), out=No
     """`img2mesh recon --views DIR`: reconstruct and export from any NeRF-format folder of posed views."""
     set_quiet(quiet)
     views_dir = Path(views_dir)
-    rd, cfg = open_run(out, resume, views_dir.resolve().name or "views", config, overrides)
-    given = read_views(views_dir)  # validated before the run directory is made
-    pipe = Pipeline(cfg, rd, rerun=rerun)
-    inputs = pipe.given_views_inputs(views_dir)
-    with _kept_or_removed(rd):
-        _check_before_work(pipe, pipe.plan(["given_views", "recon", "export"], inputs), None, None)
-        rd.make()
-        rd.meta["source"] = {"views": str(views_dir.resolve())}
-        views, rec = pipe.given_views(views_dir, given, inputs)
-        field_path, rec = pipe.recon(views, rec)
-        pipe.export(field_path, views, rec)
-        return pipe.finish()
+    cfg, rd = load_run_config(config, overrides, out, resume)
+    given = GivenViews(views_dir, read_views(views_dir))  # checked before the run folder is made
+    rd = rd or new_run(out, views_dir.resolve().name or "views")
+    return run_pipeline(cfg, rd, given, rerun=rerun)
 
 
 def export_run(run_dir, config: str | None = None, overrides=(), quiet: bool = False) -> RunResult:
     """`img2mesh export RUN`: (re)mesh a run's trained field, e.g. with other `export.mesh.*` settings."""
     set_quiet(quiet)
-    rd, cfg = open_run(None, run_dir, "run", config, overrides)
-    rec = rd.record("recon")
-    if rec is None:
-        raise InputError(f"{run_dir} has no finished recon stage to export; run `img2mesh run --resume {run_dir}`")
-    pipe = Pipeline(cfg, rd)
-    views = read_views(rd.views_dir) if rd.views_dir.is_dir() else None
-    with _kept_or_removed(rd):
-        pipe.export(rd.root / next(iter(rec.outputs)), views, rec)
-        return pipe.finish()
+    cfg, rd = load_run_config(config, overrides, resume=run_dir)
+    return run_pipeline(cfg, rd, None)
 
 
 def load_model(source: str = "kxic/zero123-xl", device: str | None = None, dtype: str | None = None):
@@ -313,7 +187,7 @@ def _duration(seconds: float) -> str:
 
 
 def _report_dir(out, label: str) -> Path:
-    out = Path(out) if out is not None else default_out(label)
+    out = Path(out) if out is not None else new_run_folder(RUNS, label)
     check_new_folder(out, "choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     return out

@@ -34,14 +34,15 @@ from img2mesh.data.errors import Img2MeshError, InputError, UnavailableError
 from img2mesh.data.io import atomic_write_text
 from img2mesh.data.progress import is_quiet, progress
 
+from img2mesh.recon.mesh.export import FORMATS
+
 from .config import load_config
+from .pipeline import STAGES
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 LIST_SUFFIXES = (".txt", ".csv")
-STAGES = ("preprocess", "views", "recon", "export")
-FORMATS = ("obj", "glb", "ply")
 FIELDS = ["image", "run", "status", "error", "stages_run", "seconds",
           *(f"seconds_{s}" for s in STAGES), *(f"mesh_{f}" for f in FORMATS)]
 SUMMARY = "summary.csv"

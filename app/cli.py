@@ -15,12 +15,13 @@ from pathlib import Path
 
 from img2mesh.data.errors import Img2MeshError, InputError
 
+from .pipeline import STAGES
+
 log = logging.getLogger("img2mesh")
 
 EPILOG = "Trailing key=value arguments override the config, e.g. `seed=1 recon.steps=500 diffusion.num_views=12`."
 
 
-STAGE_NAMES = ("preprocess", "views", "recon", "export")
 
 
 def _common(p: argparse.ArgumentParser, config: bool = True, out_help: str = "run directory to create",
@@ -38,7 +39,7 @@ def _common(p: argparse.ArgumentParser, config: bool = True, out_help: str = "ru
                            help="continue a run with its saved config (new flags go on top): stages whose outputs "
                                 "are intact are skipped")
         if rerun:
-            p.add_argument("--rerun", action="append", default=[], choices=STAGE_NAMES, metavar="STAGE",
+            p.add_argument("--rerun", action="append", default=[], choices=STAGES, metavar="STAGE",
                            help="with --resume: let STAGE (views or recon) and the stages after it run again when "
                                 "changed settings make a finished one out of date")
             p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -286,7 +287,7 @@ def cmd_render(args) -> int:
 def cmd_metrics(args) -> int:
     from img2mesh.data.io import atomic_write_text
     from img2mesh.recon import load_mesh, mesh_metrics
-    from img2mesh.recon.mesh.render import file_up_axis
+    from img2mesh.recon.mesh.raycast import file_up_axis
 
     meshes = []
     for role, path, given, flag in (("PRED", args.pred, args.pred_up, "--pred-up"), ("GT", args.gt, args.gt_up,

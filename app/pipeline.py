@@ -1,4 +1,5 @@
-"""Runs the stages in order over one run directory, skipping those whose outputs are intact.
+"""The stage bookkeeping of one run directory: each stage skipped when its outputs are intact (runner.py calls
+the stages in order).
 
 A stage's key hashes its own settings (config sections) and the output hash of the stage before it, so
 changing `recon.steps` reruns recon and export but keeps the generated views. Before anything runs,
@@ -231,11 +232,11 @@ class Pipeline:
         return self._stage("recon", key, self.settings("recon"), compute, load)
 
     def export(self, field_path: Path, views: Views | None, upstream):
-        files, _ = self._stage("export", self.key("export", (upstream.output_hash,)), self.settings("export"),
-                               lambda: stages.export_stage(self.cfg, Path(field_path), views, self.rd, self.device),
-                               lambda: stages.load_mesh_files(self.cfg, self.rd))
+        files, rec = self._stage("export", self.key("export", (upstream.output_hash,)), self.settings("export"),
+                                 lambda: stages.export_stage(self.cfg, Path(field_path), views, self.rd, self.device),
+                                 lambda: stages.load_mesh_files(self.cfg, self.rd))
         self.result.meshes, self.result.grid, self.result.turntable = files.meshes, files.grid, files.turntable
-        return files
+        return files, rec
 
     def finish(self) -> RunResult:
         if self.result.stages_run:  # a resume that skipped everything leaves the run's files as they were

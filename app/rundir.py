@@ -164,6 +164,16 @@ class RunDir:
         return {name: rec["seconds"] for name, rec in self.meta["stages"].items()}
 
 
+def new_run_folder(parent: Path, label: str) -> Path:
+    """The folder a new run gets when none is given: ``parent/label/<date>-<time>``, with ``-1``, ``-2``, ...
+    when that exists (two runs started in the same second)."""
+    base = Path(parent) / label / time.strftime("%Y%m%d-%H%M%S")
+    root, i = base, 1
+    while root.exists():
+        root, i = base.with_name(f"{base.name}-{i}"), i + 1
+    return root
+
+
 def check_new_folder(root: Path, hint: str) -> None:
     """Refuse a folder that holds files (earlier results are never overwritten) or that cannot be created;
     ``hint`` says what to do instead."""

@@ -21,7 +21,6 @@ from PIL import Image
 
 from img2mesh.data.background import remove_background
 from img2mesh.data.cameras import Camera, camera_from_spherical
-from img2mesh.data.errors import InputError
 from img2mesh.data.images import load_image
 from img2mesh.data.io import atomic_write_bytes, atomic_write_text, png_bytes, sha256_file
 from img2mesh.data.preprocess import PreparedInput, preprocess
@@ -131,7 +130,7 @@ def recon_stage(cfg: Config, views: Views, rd: RunDir, device: torch.device, key
     """``key``: the stage's key. A checkpoint left by a killed run continues only under the same key: the
     trainer checks the recon settings, not the views or the seed it was trained with."""
     from img2mesh.recon import reconstruct
-    from img2mesh.recon.trainer import CHECKPOINT_NAME
+    from img2mesh.recon.train.trainer import CHECKPOINT_NAME
 
     marker = rd.recon_dir / "stage_key"
     if not marker.is_file() or marker.read_text().strip() != key:
@@ -155,9 +154,6 @@ def export_stage(cfg: Config, field_path: Path, views: Views | None, rd: RunDir,
     from img2mesh.recon import (field_colors, field_to_mesh, load_field, make_asset, render_turntable, views_grid,
                                 write_asset)
 
-    unknown = sorted(set(cfg.export.formats) - {"obj", "glb", "ply"})
-    if unknown:
-        raise InputError(f"unknown export format(s) {unknown}: choose from obj, glb, ply")
     e = cfg.export
     field_ = load_field(field_path, device=device)
     asset = make_asset(field_to_mesh(field_, e.mesh), field_colors(field_), target_faces=e.target_faces,

@@ -22,7 +22,7 @@ from img2mesh.data.progress import set_quiet
 
 from .config import load_config
 from .pipeline import STAGES
-from .web_jobs import LIMITS, MAX_UPLOAD_MB, Request, Snapshot, WebService, export_options
+from .web_jobs import LIMITS, MAX_UPLOAD_MB, Request, Snapshot, WebService
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ def status_markdown(s: Snapshot) -> str:
 def build_app(service: WebService):
     """The page: input and settings on the left, progress and results on the right."""
     gr = _gradio()
-    options = export_options()
     base = service.base
 
     # delete_cache: gradio's copies of uploads and results older than a day go, checked hourly (run folders stay)
@@ -112,15 +111,10 @@ def build_app(service: WebService):
                 with gr.Row():
                     seed = gr.Number(base.seed, precision=0, minimum=LIMITS["seed"][0], maximum=LIMITS["seed"][1],
                                      label="Seed", elem_id="img2mesh-seed")
-                    extras = []
-                    # the textured export: shown only where this installation's config has its keys
-                    if "texture" in options:
-                        extras.append(gr.Checkbox(bool(getattr(base.export, "texture")), label="Texture",
-                                                  elem_id="img2mesh-texture"))
-                    if "target_faces" in options:
-                        extras.append(gr.Number(getattr(base.export, "target_faces"), precision=0,
-                                                minimum=LIMITS["target_faces"][0], maximum=LIMITS["target_faces"][1],
-                                                label="Target faces (0: keep all)", elem_id="img2mesh-faces"))
+                    texture = gr.Checkbox(base.export.texture, label="Texture", elem_id="img2mesh-texture")
+                    target_faces = gr.Number(base.export.target_faces, precision=0,
+                                             minimum=LIMITS["target_faces"][0], maximum=LIMITS["target_faces"][1],
+                                             label="Target faces (0: keep all)", elem_id="img2mesh-faces")
                 run = gr.Button("Run", variant="primary", elem_id="img2mesh-run")
                 status = gr.Markdown("Upload a photo or pick a scene, then Run.", label="Progress",
                                      elem_id="img2mesh-status")
@@ -167,9 +161,8 @@ def build_app(service: WebService):
                 cfg = service.config_for(name)
             except Img2MeshError as e:
                 raise _error(gr, str(e)) from None
-            values = [cfg.diffusion.num_views, cfg.diffusion.steps, cfg.seed]
-            values += [getattr(cfg.export, k) for k in ("texture", "target_faces") if k in options]
-            return values
+            return [cfg.diffusion.num_views, cfg.diffusion.steps, cfg.seed, cfg.export.texture,
+                    cfg.export.target_faces]
 
         preview_queue = dict(concurrency_limit=2, concurrency_id="preview")
         # (events that take the image skip gradio's preprocessing: see upload_path)
@@ -179,16 +172,15 @@ def build_app(service: WebService):
         scene.input(on_scene, [scene, keep_alpha], [image, elevation, cutout], api_name="scene", **preview_queue)
         keep_alpha.input(on_keep_alpha, [image, scene, keep_alpha], cutout, api_name="preview", preprocess=False,
                          **preview_queue)
-        preset.input(on_preset, preset, [num_views, steps, seed, *extras], api_name=False)
+        preset.input(on_preset, preset, [num_views, steps, seed, texture, target_faces], api_name=False)
 
         # -- the run --------------------------------------------------------------------------------------
-        def on_run(payload, scene_name, keep, elev, preset_name, n_views, n_steps, seed_value, *extra):
-            settings = dict(zip([k for k in ("texture", "target_faces") if k in options], extra))
+        def on_run(payload, scene_name, keep, elev, preset_name, n_views, n_steps, seed_value, textured, faces):
             try:
                 request = Request(image=None if scene_name else upload_path(payload, image.GRADIO_CACHE),
                                   scene=scene_name or None, keep_alpha=bool(keep), elevation=elev,
                                   preset=preset_name or None, num_views=n_views, steps=n_steps, seed=seed_value,
-                                  **settings)
+                                  texture=textured, target_faces=faces)
                 job = service.start(request)
             except Img2MeshError as e:
                 raise _error(gr, str(e)) from None
@@ -219,7 +211,7 @@ def build_app(service: WebService):
         # arrives from a generator (gradio 6.31), so the run hands the mesh over in a State.
         mesh = gr.State(None)
         run.click(lambda: None, None, model3d, queue=False, api_name=False).then(
-            on_run, [image, scene, keep_alpha, elevation, preset, num_views, steps, seed, *extras],
+            on_run, [image, scene, keep_alpha, elevation, preset, num_views, steps, seed, texture, target_faces],
             [status, cutout, views, mesh, *downloads.values()], api_name="run", preprocess=False,
             concurrency_limit=service.concurrency, concurrency_id="run").success(
             lambda path: path, mesh, model3d, api_name=False, queue=False)

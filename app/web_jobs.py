@@ -1,10 +1,18 @@
 """The web app's work, without gradio: checked requests, one run folder per request, a worker thread per run.
 
 ``WebService`` holds what every request shares (the loaded Zero-1-to-3 model, the server's preset and
-overrides, the output folder) and turns a :class:`Request` from the page into a normal run directory under
-``out``: ``img2mesh run --resume RUN`` or ``img2mesh export RUN`` continue it like any CLI run. A
-:class:`Job` runs the stages in a thread and reports what the page shows (stage, progress bar, cut-out,
-views, files) as :class:`Snapshot` objects; everything a user can get wrong raises ``InputError`` with one line.
+overrides, the output folder) and turns a :class:`Request` into a normal run directory under ``out``:
+``img2mesh run --resume RUN`` or ``img2mesh export RUN`` continue it like any CLI run. Everything a user can
+get wrong raises ``InputError`` with one line. The public job interface (the page and any other front end
+sit on it):
+
+- submit: ``job = service.start(Request(...))`` checks the request, makes its run folder (``job.rd.root``)
+  and queues the run (one at a time, or ``concurrency``); the run is :func:`img2mesh.runner.run_pipeline`,
+  the same runner as the CLI's, so a failed run that finished no stage leaves no folder behind.
+- status: ``job.updates(interval)`` yields :class:`Snapshot` objects (stage, progress bar, finished stages
+  with their seconds, cut-out, views, downloadable files, error) as the job changes, the last one
+  ``finished``.
+- cancel: ``job.cancel()`` stops the run at its next progress step; finished stages are kept.
 """
 from __future__ import annotations
 
@@ -33,9 +41,11 @@ from img2mesh.data.progress import listen
 from img2mesh.data.scenes import check_scene_name, find_scene, list_scenes
 from img2mesh.data.views import rgba_to_uint8
 
-from .config import Config, ExportConfig, load_config, preset_names
-from .pipeline import Pipeline
-from .rundir import RunDir
+from img2mesh.recon.mesh.asset import obj_companions
+
+from .config import Config, load_config, preset_names
+from .rundir import RunDir, new_run_folder
+from .runner import StageEvent, run_pipeline
 from .stages import InputSource
 
 log = logging.getLogger(__name__)
@@ -52,12 +62,6 @@ MIN_SIDE = 64  # px: below this the object is a few dozen pixels, upscaled 4x an
 MAX_PIXELS = 50_000_000  # decoding is ~4 bytes per pixel before the downscale to data.max_side
 MAX_UPLOAD_MB = 25
 _LABEL = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def export_options() -> set[str]:
-    """The optional export keys this installation's ExportConfig has (texture export lands separately)."""
-    names = {f.name for f in dataclasses.fields(ExportConfig)}
-    return {"texture", "target_faces"} & names
 
 
 def safe_label(name: str) -> str:
@@ -171,11 +175,16 @@ class Job:
             raise Cancelled()
         self._update(bar=(label, n, total))
 
-    def _stage(self, name: str, pipe: Pipeline, run):
-        self._update(stage=name, bar=None)
-        value = run()
-        self._update(done={**self._state.done, name: pipe.result.timings.get(name, 0.0)})
-        return value
+    def _on_stage(self, event: StageEvent) -> None:
+        if not event.finished:
+            self._update(stage=event.stage, bar=None)
+            return
+        shown = {}
+        if event.stage == "preprocess":
+            shown["cutout"] = rgba_to_uint8(event.output.rgba)
+        elif event.stage == "views":
+            shown["views"] = [rgba_to_uint8(v.rgb_on_white) for v in event.output]
+        self._update(done={**self._state.done, event.stage: event.seconds}, **shown)
 
     def _work(self) -> None:
         try:
@@ -185,11 +194,11 @@ class Job:
                 with listen(self._on_progress):
                     self._run()
         except Cancelled:
+            self.rd.remove_if_unfinished()  # cancelled in the queue: as the runner does with a run that ends early
             log.info("%s: cancelled, finished stages are kept", self.rd.root)
             self._update(error="cancelled", finished=True)
         except Img2MeshError as e:
             log.info("%s: %s", self.rd.root, e)
-            self._discard_if_empty()
             self._update(error=_user_message(e, self.source.image_path), finished=True)
         except Exception as e:  # a bug: the traceback goes to the server log, one line to the page
             log.exception("%s failed", self.rd.root)
@@ -197,23 +206,9 @@ class Job:
                          finished=True)
 
     def _run(self) -> None:
-        rd, cfg = self.rd, self.cfg
-        rd.meta["source"] = self.source.describe()
-        pipe = Pipeline(cfg, rd, model=self.service.model)
-        prepared, rec = self._stage("preprocess", pipe, lambda: pipe.preprocess(self.source))
-        self._update(cutout=rgba_to_uint8(prepared.rgba))
-        views, rec = self._stage("views", pipe, lambda: pipe.views(prepared, rec))
-        self._update(views=[rgba_to_uint8(v.rgb_on_white) for v in views])
-        field_path, rec = self._stage("recon", pipe, lambda: pipe.recon(views, rec))
-        self._stage("export", pipe, lambda: pipe.export(field_path, views, rec))
-        result = pipe.finish()
-        files = stage_downloads(result, rd.root, self.staging, self.source.label)
+        result = run_pipeline(self.cfg, self.rd, self.source, model=self.service.model, on_stage=self._on_stage)
+        files = stage_downloads(result, self.rd.root, self.staging, self.source.label)
         self._update(stage=None, bar=None, files=files, finished=True)
-
-    def _discard_if_empty(self) -> None:
-        """A request refused before its first stage finished leaves no run folder behind."""
-        if not self.rd.meta.get("stages") and self.rd.root.is_dir():
-            shutil.rmtree(self.rd.root, ignore_errors=True)
 
     # -- the page's side -------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -237,25 +232,11 @@ class Job:
 def obj_zip(obj: Path, target: Path) -> Path:
     """mesh.obj with its material library and the images it names, in one zip."""
     root = obj.parent.resolve()
-    names = [obj.name]
-
-    def referenced(path: Path, prefix: tuple[str, ...]) -> list[str]:
-        found = []
-        for line in path.read_text(errors="replace").splitlines():
-            parts = line.split()
-            if parts and parts[0] in prefix and len(parts) > 1:
-                found.append(parts[-1])
-        return found
-
-    for mtl in referenced(obj, ("mtllib",)):
-        names.append(mtl)
-        if (root / mtl).is_file():
-            names += referenced(root / mtl, ("map_Kd", "map_Ka", "map_Ks", "map_Bump", "map_d", "bump", "norm"))
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
-        for name in dict.fromkeys(names):
-            path = (root / name).resolve()
+        for path in dict.fromkeys([obj, *obj_companions(obj)]):
+            path = Path(path).resolve()
             if path.is_file() and path.is_relative_to(root):  # a name in a file never reaches outside the run
-                z.write(path, name)
+                z.write(path, path.relative_to(root).as_posix())
     return target
 
 
@@ -372,10 +353,9 @@ class WebService:
                 extra.append(f"{section}.{key}={_bounded(key, value, int)}")
         if request.seed is not None:
             extra.append(f"seed={_bounded('seed', request.seed, int)}")
-        options = export_options()
-        if request.texture is not None and "texture" in options:
+        if request.texture is not None:
             extra.append(f"export.texture={bool(request.texture)}")
-        if request.target_faces is not None and "target_faces" in options:
+        if request.target_faces is not None:
             extra.append(f"export.target_faces={_bounded('target_faces', request.target_faces, int)}")
         # The shared model stays on its device and in its dtype; the run folder records what was really used,
         # so the CLI resumes it with the same model.
@@ -398,11 +378,7 @@ class WebService:
 
     def _new_run_dir(self, label: str) -> RunDir:
         with self._names:  # two requests in the same second get two folders
-            base = self.out / label / time.strftime("%Y%m%d-%H%M%S")
-            root, i = base, 1
-            while root.exists():
-                root, i = base.with_name(f"{base.name}-{i}"), i + 1
-            rd = RunDir.new(root)
+            rd = RunDir.new(new_run_folder(self.out, label))
             rd.make()
             return rd
 
@@ -415,7 +391,7 @@ class WebService:
             if source.camera is None or not request.keep_alpha:
                 source = self._keep_input(request, source, rd)
         except BaseException:
-            shutil.rmtree(rd.root, ignore_errors=True)  # nothing of a refused request stays
+            rd.remove_if_unfinished()  # nothing of a refused request stays
             raise
         return Job(self, cfg, rd, source, self.staging_root / f"{source.label}-{rd.root.name}")
 

@@ -54,6 +54,12 @@ class _ReportingBar(tqdm):
             self._count += 1
             self._listener(self._label, self._count, self.total)
 
+    def update(self, n=1):  # a bar advanced by hand (a training loop's)
+        shown = super().update(n)
+        self._count += n
+        self._listener(self._label, self._count, self.total)
+        return shown
+
 
 def progress(iterable=None, total: int | None = None, desc: str | None = None, **kwargs) -> tqdm:
     """tqdm that respects ``--quiet``; use ``bar.set_postfix(loss=...)`` for live numbers."""

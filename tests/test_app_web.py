@@ -24,15 +24,10 @@ from img2mesh.cli import main
 from img2mesh.data.errors import InputError
 from img2mesh.data.progress import is_quiet, listen, progress, set_quiet
 from img2mesh.data.scenes import find_scene
-from img2mesh.web_jobs import Request, WebService, check_upload, export_options, obj_zip, safe_label
+from img2mesh.web_jobs import Request, WebService, check_upload, obj_zip, safe_label
 
-# The CPU preset cut to seconds: 4 views x 2 DDIM steps, a 10-step NeuS on 32 px views, no unseen-surface priors.
-FAST = ["diffusion.num_views=4", "diffusion.steps=2", "recon.steps=10", "recon.image_size=32",
-        "recon.rays_per_batch=256", "recon.checkpoint_every=0", "recon.init.hull_resolution=32",
-        "recon.init.base_relax_steps=0", "recon.init.unseen_fill=false", "recon.neus.resolution=32",
-        "recon.neus.coarse_resolution=16", "recon.neus.color_resolution=16", "export.mesh.resolution=48",
-        "export.turntable_frames=4", "export.turntable_size=64",
-        "recon.init.hull_tolerance=0.75"]  # random weights: the generated views agree on nothing
+from fast import FAST
+
 SCREENSHOT_ENV = "IMG2MESH_WEB_SCREENSHOT"  # also copy the browser test's screenshot here (docs/web.png)
 
 
@@ -102,9 +97,15 @@ def test_progress_listener_counts_quiet_bars_and_can_stop_the_work():
             bar.set_postfix(loss=1.0)
             bar.close()
         assert heard == [("recon neus", 2, 5), ("recon neus", 3, 5), ("recon neus", 4, 5), ("recon neus", 5, 5)]
+        with listen(lambda *event: heard.append(event)):
+            bar = progress(total=3, desc="by hand")  # a training loop's bar, advanced with update()
+            bar.update(1)
+            bar.update(2)
+            bar.close()
+        assert heard[4:] == [("by hand", 0, 3), ("by hand", 1, 3), ("by hand", 3, 3)]
         for _ in progress(range(3), desc="outside"):  # no listener: nothing heard
             pass
-        assert len(heard) == 4
+        assert len(heard) == 7
 
         def stop(label, n, total):
             if n == 2:
@@ -168,36 +169,14 @@ def test_requests_become_bounded_overrides_and_keep_the_server_model(tmp_path):
     assert not service.staging_root.exists()
 
 
-def test_texture_settings_appear_only_with_the_export_keys(monkeypatch, tmp_path):
-    """The textured export lands from another branch: its controls follow ExportConfig's fields."""
-    import dataclasses
-
-    from img2mesh import config as config_module
-    from img2mesh import web_jobs
+def test_the_page_sets_the_texture_and_the_face_budget(tmp_path):
     from img2mesh.web import build_app
 
-    def page_ids(service):
-        return {c["props"].get("elem_id") for c in build_app(service).config["components"]}
-
     service = WebService(tmp_path / "runs", "cpu", model=object())
-    known = {f.name for f in dataclasses.fields(config_module.ExportConfig)}
-    assert export_options() == {"texture", "target_faces"} & known
-    if not export_options():
-        assert not {"img2mesh-texture", "img2mesh-faces"} & page_ids(service)
-        assert not any(o.startswith("export.") for o in service.overrides_for(Request(texture=True, target_faces=10)))
-
-    @dataclasses.dataclass
-    class WithTexture(config_module.ExportConfig):
-        texture: bool = False
-        texture_size: int = 1024
-        target_faces: int = 0
-
-    monkeypatch.setattr(web_jobs, "ExportConfig", WithTexture)
-    monkeypatch.setattr(service.base, "export", WithTexture(target_faces=20000))
-    assert export_options() == {"texture", "target_faces"}
-    assert {"img2mesh-texture", "img2mesh-faces", "img2mesh-run"} <= page_ids(service)
-    extra = service.overrides_for(Request(texture=True, target_faces=5000))
-    assert extra[:2] == ["export.texture=True", "export.target_faces=5000"]
+    ids = {c["props"].get("elem_id") for c in build_app(service).config["components"]}
+    assert {"img2mesh-texture", "img2mesh-faces", "img2mesh-run"} <= ids
+    extra = service.overrides_for(Request(texture=False, target_faces=5000))
+    assert "export.texture=False" in extra and "export.target_faces=5000" in extra
     with pytest.raises(InputError, match="target faces must be between 0 and 5000000"):
         service.overrides_for(Request(target_faces=-1))
     service.close()
