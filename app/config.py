@@ -25,7 +25,7 @@ from img2mesh.data.config import DataConfig, check_data_config
 from img2mesh.data.errors import InputError
 from img2mesh.data.settings import check_fields, choice, number
 from img2mesh.diffusion.config import DiffusionConfig, check_diffusion_config
-from img2mesh.recon.config import RENAMED_KEYS, ReconConfig
+from img2mesh.recon.config import RENAMED_KEYS, ReconConfig, check_recon_config
 from img2mesh.recon.mesh import MeshConfig
 from img2mesh.recon.mesh.asset import ORIGINS, TEXTURE_SIZES
 from img2mesh.recon.mesh.asset import check_settings as check_asset_settings
@@ -43,9 +43,12 @@ class ExportConfig:
     # vertex colours. false: vertex colours in all three.
     texture: bool = True
     texture_size: int = number(1024, low=TEXTURE_SIZES[0], high=TEXTURE_SIZES[1])  # texture side in pixels
-    target_faces: int = number(0, low=0)  # quadric decimation to about this many faces, before unwrapping (0 = the full mesh)
-    origin: str = choice("center", ORIGINS)  # center (bounding box) | bottom (lowest point on the ground) | world (the views' frame)
-    scale: float = number(1.0, above=0)  # multiplies coordinates; the reconstruction's box is about 1 unit (1 m in Blender) across
+    # quadric decimation to about this many faces, before unwrapping (0 = the full mesh)
+    target_faces: int = number(0, low=0)
+    # center (bounding box) | bottom (lowest point on the ground) | world (the views' frame)
+    origin: str = choice("center", ORIGINS)
+    # multiplies coordinates; the reconstruction's box is about 1 unit (1 m in Blender) across
+    scale: float = number(1.0, above=0)
     turntable: bool = True  # turntable.mp4 of the final mesh
     turntable_frames: int = number(60, low=1)
     turntable_size: int = number(256, low=16)
@@ -142,7 +145,7 @@ def check_config(cfg: Config) -> None:
     check_fields(cfg, "", nested=False)  # seed, device, threads
     check_data_config(cfg.data)
     check_diffusion_config(cfg.diffusion)
-    check_fields(cfg.recon, "recon")
+    check_recon_config(cfg.recon)
     check_export_config(cfg.export)
     check_fields(cfg.batch, "batch")
 
