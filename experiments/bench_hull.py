@@ -14,7 +14,7 @@ import time
 from gt_views import MESHES, gt_views
 
 from img2mesh.data.progress import set_quiet
-from img2mesh.recon.hull import carve_hull
+from img2mesh.recon.start.hull import carve_hull
 from img2mesh.recon.mesh.metrics import mesh_metrics
 
 

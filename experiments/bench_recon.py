@@ -11,7 +11,7 @@ for the default one, as one of the view sets of experiments/view_sets.py: ``exac
 view-dependent ``shading`` (``--strength``), both, and generated-like views (``mild``, ``moderate``,
 ``severe``; always 256 px). For the generated-like sets the yardstick is also the hull carved from the exact
 views (``vs exact hull``), and ``input IoU`` is the mesh's silhouette from the input camera against the input's
-mask. Each method runs through ``img2mesh.recon.reconstruct`` and
+mask. Each method runs through ``img2mesh.recon.stage`` and
 ``field_to_mesh`` with the preset's ``recon:`` section (``recon.method`` overridden), and is scored by
 ``mesh_metrics`` (Chamfer, F-score at 0.01, volume IoU at 64^3, both meshes in the GT's normalisation).
 Time is wall clock for reconstruct + meshing. ``seen C`` is the Chamfer distance on the surface the 36 views
@@ -45,8 +45,8 @@ from img2mesh.config import load_config  # noqa: E402
 from img2mesh.data.cameras import Camera, camera_rays, project_points  # noqa: E402
 from img2mesh.data.progress import set_quiet  # noqa: E402
 from img2mesh.recon import mesh_metrics  # noqa: E402
-from img2mesh.recon.mesh.render import render_mesh  # noqa: E402
-from img2mesh.recon.reconstruct import CORRECTIONS_NAME, field_to_mesh, load_field, reconstruct  # noqa: E402
+from img2mesh.recon.mesh.raycast import render_mesh  # noqa: E402
+from img2mesh.recon.stage import CORRECTIONS_NAME, field_to_mesh, load_field, reconstruct  # noqa: E402
 
 def seen_points(mesh, cameras, cell: float = 0.003) -> np.ndarray:
     """Surface points [N, 3] the cameras see: each depth map back-projected, one point kept per ``cell``."""

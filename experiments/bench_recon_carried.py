@@ -27,8 +27,8 @@ from img2mesh.config import load_config  # noqa: E402
 from img2mesh.data.progress import set_quiet  # noqa: E402
 from img2mesh.data.views import read_views, write_views  # noqa: E402
 from img2mesh.recon.methods import METHODS  # noqa: E402
-from img2mesh.recon.reconstruct import field_to_mesh, load_field, reconstruct, resize_views  # noqa: E402
-from img2mesh.recon.start import load_start, prepare_start, save_start, start_key  # noqa: E402
+from img2mesh.recon.stage import field_to_mesh, load_field, reconstruct, resize_views  # noqa: E402
+from img2mesh.recon.start.prepare import load_start, prepare_start, save_start, start_key  # noqa: E402
 
 OBJECTS = ["cow", "spot", "stanford-bunny"]
 

@@ -30,8 +30,8 @@ from img2mesh.data.progress import set_quiet  # noqa: E402
 from img2mesh.recon import mesh_metrics  # noqa: E402
 from img2mesh.recon.config import InitConfig  # noqa: E402
 from img2mesh.recon.mesh.meshing import mesh_from_grid  # noqa: E402
-from img2mesh.recon.start import prepare_start  # noqa: E402
-from img2mesh.recon.view_corrections import view_confidence  # noqa: E402
+from img2mesh.recon.start.prepare import prepare_start  # noqa: E402
+from img2mesh.recon.train.view_corrections import view_confidence  # noqa: E402
 
 VARIANTS = {
     "all priors": {},

@@ -41,7 +41,7 @@ from img2mesh.recon import field_colors, field_to_mesh, load_field, reconstruct 
 from img2mesh.recon.mesh.asset import make_asset, write_asset  # noqa: E402
 from img2mesh.recon.mesh.io import load_mesh, raycasting_scene, surface_colors  # noqa: E402
 from img2mesh.recon.mesh.meshing import extract_mesh  # noqa: E402
-from img2mesh.recon.mesh.render import Light, render_mesh  # noqa: E402
+from img2mesh.recon.mesh.raycast import Light, render_mesh  # noqa: E402
 
 
 def gt_field(gt, resolution: int):

@@ -34,7 +34,7 @@ from scipy.spatial.transform import Rotation
 from gt_views import gt_mesh
 from img2mesh.data.cameras import DEFAULT_FOV_X, DEFAULT_RADIUS, Camera, ring_cameras
 from img2mesh.data.views import View, Views
-from img2mesh.recon.mesh.render import Light, render_mesh, render_views
+from img2mesh.recon.mesh.raycast import Light, render_mesh, render_views
 
 
 @dataclass(frozen=True)

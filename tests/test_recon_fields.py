@@ -14,9 +14,9 @@ from img2mesh.recon.fields.encoding import FrequencyEncoding, HashGridEncoding, 
 from img2mesh.recon.fields.grid import DenseGrid
 from img2mesh.recon.fields.neus import GridNeuSField, MLPNeuSField
 from img2mesh.recon.fields.voxel import VoxelNeRF
-from img2mesh.recon.occupancy import OccupancyGrid, nerfacc_cuda_available, use_occupancy_grid
-from img2mesh.recon.rays import RayBatch, ray_aabb, ray_sphere
-from img2mesh.recon.volume_render import neus_alpha, render_neus, render_voxel, sample_pdf
+from img2mesh.recon.render.occupancy import OccupancyGrid, nerfacc_cuda_available, use_occupancy_grid
+from img2mesh.recon.render.rays import RayBatch, ray_aabb, ray_sphere
+from img2mesh.recon.render.volume import neus_alpha, render_neus, render_voxel, sample_pdf
 
 BOX = ([-1.0] * 3, [1.0] * 3)
 UNIT_SPHERE_BOX = FieldBox([-3**-0.5] * 3, [3**-0.5] * 3)  # its bounding sphere (the MLP's normalisation) has radius 1

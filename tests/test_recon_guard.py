@@ -10,12 +10,12 @@ from img2mesh.data.cameras import ring_cameras
 from img2mesh.data.errors import DivergedError
 from img2mesh.data.views import View, Views
 from img2mesh.recon.config import GuardConfig, InitConfig, LossConfig, NeuSConfig, ReconConfig
-from img2mesh.recon.guard import Guard
-from img2mesh.recon.masks import is_binary_mask, soften_binary_masks, soften_edges
-from img2mesh.recon.mesh.render import load_mesh, normalize_mesh, render_views
+from img2mesh.recon.train.guard import Guard
+from img2mesh.recon.start.masks import is_binary_mask, soften_binary_masks, soften_edges
+from img2mesh.recon.mesh.raycast import load_mesh, normalize_mesh, render_views
 from img2mesh.recon.methods import METHODS
 from img2mesh.recon.methods.neus import GridNeuS
-from img2mesh.recon.reconstruct import reconstruct
+from img2mesh.recon.stage import reconstruct
 
 
 def disc(size=32, radius=9.3, soft=True) -> np.ndarray:

@@ -7,8 +7,8 @@ import trimesh
 from img2mesh.data.cameras import camera_from_spherical, ring_cameras
 from img2mesh.data.errors import InputError
 from img2mesh.data.views import View, Views
-from img2mesh.recon.hull import carve_hull, estimate_bounds
-from img2mesh.recon.mesh.render import render_views
+from img2mesh.recon.start.hull import carve_hull, estimate_bounds
+from img2mesh.recon.mesh.raycast import render_views
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +123,9 @@ def test_robust_carving_is_strict_on_exact_views_and_keeps_the_shape_of_disagree
     strict hull loses a rim all round, the automatic one measures the disagreement and keeps the sphere."""
     from scipy import ndimage
 
-    from img2mesh.recon.carving import robust_carving
+    from img2mesh.recon.start.carving import robust_carving
     from img2mesh.recon.config import InitConfig
-    from img2mesh.recon.view_corrections import view_confidence
+    from img2mesh.recon.train.view_corrections import view_confidence
 
     sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
     views = render_views(sphere, ring_cameras(24, 20.0, size=96))

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from img2mesh.recon import losses as L
-from img2mesh.recon.schedules import cos_anneal_ratio, learning_rate_factor, loss_weight, ramp
+from img2mesh.recon.train import losses as L
+from img2mesh.recon.train.schedules import cos_anneal_ratio, learning_rate_factor, loss_weight, ramp
 
 
 def test_depth_smoothness_of_a_ramp_and_a_plane():

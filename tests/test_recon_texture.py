@@ -14,7 +14,7 @@ from img2mesh.data.views import on_white
 from img2mesh.recon.mesh.asset import make_asset, write_asset
 from img2mesh.recon.mesh.io import load_mesh
 from img2mesh.recon.mesh.meshing import color_vertices, extract_mesh
-from img2mesh.recon.mesh.render import render_mesh
+from img2mesh.recon.mesh.raycast import render_mesh
 from img2mesh.recon.mesh.texture import bake_texture, fill_empty, rasterize_uv
 
 RADIUS = 0.4

@@ -15,9 +15,9 @@ from img2mesh.recon.fields.box import FieldBox
 from img2mesh.recon.fields.voxel import VoxelNeRF
 from img2mesh.recon.methods import METHODS
 from img2mesh.recon.methods.neus import NeuS
-from img2mesh.recon.mesh.render import load_mesh, normalize_mesh, render_views
+from img2mesh.recon.mesh.raycast import load_mesh, normalize_mesh, render_views
 from img2mesh.recon.mesh.metrics import mesh_metrics
-from img2mesh.recon.reconstruct import field_to_mesh, load_field, reconstruct
+from img2mesh.recon.stage import field_to_mesh, load_field, reconstruct
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_killed_run_resumes_bit_identical(tiny_views, tmp_path, occupancy):
 def test_coarse_to_fine_starts_from_the_full_resolution_init_and_resumes_across_the_upsample(tiny_views, tmp_path,
                                                                                              method):
     from img2mesh.recon.fields.grid import DenseGrid
-    from img2mesh.recon.start import prepare_start
+    from img2mesh.recon.start.prepare import prepare_start
 
     views = tiny_views
     neus = dataclasses.replace(small_neus(1).neus, resolution=32, coarse_resolution=16, upsample_at=0.75,
@@ -171,7 +171,7 @@ def test_bad_views_give_clear_errors(tmp_path):
 
 def test_each_method_steps_at_its_own_learning_rate():
     """Every method's section has lr and geometry_lr_scale; its geometry grid steps at their product."""
-    from img2mesh.recon.trainer import make_optimizer
+    from img2mesh.recon.train.trainer import make_optimizer
 
     cfg = ReconConfig(method="voxel", voxel=VoxelConfig(resolution=8, color_resolution=8, lr=0.02,
                                                         geometry_lr_scale=0.5))
@@ -183,7 +183,7 @@ def test_each_method_steps_at_its_own_learning_rate():
 def test_the_sdf_grid_steps_less_on_small_views():
     """The grid NeuS's rate holds from 256 px up and falls with the view size to half of it; the CPU preset on
     its 128 px views keeps the rate it was tuned at."""
-    from img2mesh.recon.trainer import geometry_lr, make_optimizer
+    from img2mesh.recon.train.trainer import geometry_lr, make_optimizer
 
     neus = ReconConfig().neus
     full = neus.lr * neus.geometry_lr_scale
@@ -207,7 +207,7 @@ def test_a_loss_that_cannot_run_is_a_config_error(tiny_views, tmp_path):
 
 
 def test_the_start_is_cached_in_the_run_and_can_be_passed_in(tiny_views, tmp_path):
-    from img2mesh.recon.start import prepare_start
+    from img2mesh.recon.start.prepare import prepare_start
 
     cfg = small_neus(4, init=InitConfig(hull_resolution=32), neus=dataclasses.replace(small_neus(1).neus, resolution=32))
     first = reconstruct(cfg, tiny_views, tmp_path / "run", max_steps=2)

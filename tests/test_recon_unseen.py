@@ -8,7 +8,7 @@ import trimesh
 
 from img2mesh.data.cameras import ring_cameras
 from img2mesh.recon.fields.grid import DenseGrid
-from img2mesh.recon.unseen import fill_unseen, relax_unseen_base, thin_plate_fill, unseen_base
+from img2mesh.recon.start.unseen import fill_unseen, relax_unseen_base, thin_plate_fill, unseen_base
 
 R, LO, HI = 48, [-0.5] * 3, [0.5] * 3
 RIM, RADIUS, TOP = -0.2, 0.3, 0.3
@@ -176,8 +176,8 @@ def test_the_priors_hold_for_any_camera_elevation(layout):
     there is no cone and nothing to change), and is never further from the truth than the hull alone."""
     from img2mesh.data.cameras import camera_layout
     from img2mesh.recon.config import InitConfig
-    from img2mesh.recon.mesh.render import render_views
-    from img2mesh.recon.start import prepare_start
+    from img2mesh.recon.mesh.raycast import render_views
+    from img2mesh.recon.start.prepare import prepare_start
 
     cylinder = trimesh.creation.cylinder(radius=0.3, height=0.5, sections=64)  # base at z = -0.25
     cams = (camera_layout("syncdreamer16", size=64) if layout == "syncdreamer16"

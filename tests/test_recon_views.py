@@ -12,10 +12,10 @@ from scipy.spatial.transform import Rotation
 from img2mesh.data.cameras import Camera, camera_rays, project_points, ring_cameras
 from img2mesh.data.views import View, Views
 from img2mesh.recon.config import InitConfig, NeuSConfig, ReconConfig, ViewsConfig
-from img2mesh.recon.mesh.render import render_mesh, render_views
-from img2mesh.recon.reconstruct import CORRECTIONS_NAME, reconstruct
-from img2mesh.recon.start import prepare_start
-from img2mesh.recon.view_corrections import ViewCorrections, rotation_matrices, view_confidence
+from img2mesh.recon.mesh.raycast import render_mesh, render_views
+from img2mesh.recon.stage import CORRECTIONS_NAME, reconstruct
+from img2mesh.recon.start.prepare import prepare_start
+from img2mesh.recon.train.view_corrections import ViewCorrections, rotation_matrices, view_confidence
 
 
 def turned(cam: Camera, rotvec) -> Camera:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import surface_area
+from ..train.losses import surface_area
 from ..mesh.meshing import grid_points
 
 # Corner offsets (i, j, k) in {0, 1}^3, in the order the flat index offsets below use.
@@ -126,7 +126,7 @@ class DenseGrid(nn.Module):
 
     def zero_level_area(self, voxel: float) -> torch.Tensor | None:
         """Area (world units^2) of channel 0's zero level as an SDF, through the occupancy sigmoid(-sdf /
-        ``voxel``) over its band (:func:`img2mesh.recon.losses.surface_area`), with gradients into the grid;
+        ``voxel``) over its band (:func:`img2mesh.recon.train.losses.surface_area`), with gradients into the grid;
         None when the grid has no surface."""
         occ = self.band_occupancy(lambda v: torch.sigmoid(-v / voxel))
         return None if occ is None else surface_area(occ, voxel)

@@ -7,7 +7,7 @@ import torch
 import trimesh
 from torch import nn
 
-from ..hull import HullResult
+from ..start.hull import HullResult
 
 
 class HullField(nn.Module):

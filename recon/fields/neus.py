@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .encoding import FrequencyEncoding, make_hash_grid
-from ..volume_render import neus_section_alpha
+from ..render.volume import neus_section_alpha
 from .box import FieldBox
 from .grid import DenseGrid
 from .neus_mlp import ColorNetwork, SDFNetwork, SingleVariance

@@ -32,7 +32,7 @@ from img2mesh.data.errors import InputError
 
 from .export import FORMATS, export_mesh
 from .meshing import QueryFn, color_vertices, decimate
-from .render import smooth_vertex_normals
+from .raycast import smooth_vertex_normals
 from .texture import bake_texture, textured_mesh, unwrap
 
 log = logging.getLogger(__name__)

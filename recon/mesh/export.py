@@ -23,7 +23,7 @@ from img2mesh.data.io import atomic_path, atomic_write_bytes, png_bytes
 from img2mesh.data.views import View, Views, on_white
 
 from .io import Z_UP_TO_Y_UP
-from .render import MeshRender, render_mesh
+from .raycast import MeshRender, render_mesh
 
 FORMATS = ("obj", "glb", "ply")
 

@@ -12,9 +12,9 @@ from torch import nn
 from ..config import ReconConfig
 from ..fields.box import FieldBox
 from ..fields.grid import DenseGrid
-from ..rays import RayBatch
-from ..start import Start
-from ..volume_render import RenderOutput
+from ..render.rays import RayBatch
+from ..start.prepare import Start
+from ..render.volume import RenderOutput
 
 
 class Method:
@@ -43,7 +43,7 @@ class Method:
     def sampled_to_first_grid(self, cfg: ReconConfig, start: Start, values: torch.Tensor) -> torch.Tensor:
         """Values [R^3] on the start's grid at the geometry grid's first resolution (the coarse one in a
         coarse-to-fine run: the fine start sampled down)."""
-        from ..start import sampled_down
+        from ..start.prepare import sampled_down
 
         s = self.settings(cfg)
         return sampled_down(values, start.resolution, s.coarse_resolution or s.resolution, start.box)

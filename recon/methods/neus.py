@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import losses as L
+from ..train import losses as L
 from ..fields.neus import GridNeuSField, MLPNeuSField
 from ..fields.encoding import tcnn_module
-from ..schedules import cos_anneal_ratio
-from ..volume_render import render_neus
+from ..train.schedules import cos_anneal_ratio
+from ..render.volume import render_neus
 from .base import Method, mesh_level_set
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..fields.voxel import VoxelNeRF
-from ..volume_render import render_voxel, surface_density
+from ..render.volume import render_voxel, surface_density
 from .base import Method, mesh_level_set
 
 

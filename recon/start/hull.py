@@ -29,7 +29,7 @@ import trimesh
 from img2mesh.data.errors import InputError
 from img2mesh.data.views import Views
 
-from .mesh.meshing import grid_points, mesh_from_grid
+from ..mesh.meshing import grid_points, mesh_from_grid
 
 
 @dataclass

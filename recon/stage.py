@@ -29,12 +29,12 @@ from .config import ReconConfig, check_recon_config, config_from_dict
 from .mesh.config import MeshConfig
 from .methods import METHODS
 from .methods.base import Method
-from .masks import soften_binary_masks
-from .occupancy import OccupancyGrid, use_occupancy_grid
-from .rays import RayBatch, RaySampler, build_ray_bank, march_bounds, ray_aabb, ray_sphere, take_rays
-from .start import START_NAME, Start, load_start, prepare_start, save_start, start_key
-from .trainer import CHECKPOINT_NAME, train
-from .view_corrections import ViewCorrections, view_confidence
+from .start.masks import soften_binary_masks
+from .render.occupancy import OccupancyGrid, use_occupancy_grid
+from .render.rays import RayBatch, RaySampler, build_ray_bank, march_bounds, ray_aabb, ray_sphere, take_rays
+from .start.prepare import START_NAME, Start, load_start, prepare_start, save_start, start_key
+from .train.trainer import CHECKPOINT_NAME, train
+from .train.view_corrections import ViewCorrections, view_confidence
 
 log = logging.getLogger(__name__)
 FIELD_NAME = "field.pt"
@@ -109,7 +109,7 @@ def candidate_dilation(cfg: ReconConfig, start: Start, views: Views) -> int:
     for sphere bounds."""
     if cfg.init.bounds != "hull":
         return -1
-    from .hull import estimate_bounds
+    from .start.hull import estimate_bounds
 
     reach = start.margin + start.hull.voxel_size
     b = estimate_bounds(None, hull=start.hull, margin=0.0)
@@ -154,7 +154,7 @@ def reconstruct(cfg: ReconConfig, views: Views, out_dir, *, seed: int = 0, devic
                 max_steps: int | None = None, start: Start | None = None) -> ReconResult:
     """Views -> ``out_dir/field.pt``. Resumes from ``out_dir/checkpoint.pt`` when ``resume``.
 
-    ``start``: the start to train from (:func:`~img2mesh.recon.start.prepare_start` on the same views, resized
+    ``start``: the start to train from (:func:`~img2mesh.recon.start.prepare.prepare_start` on the same views, resized
     to ``cfg.image_size``); by default the one cached in ``out_dir/start.pt``, computed when missing or stale.
     ``max_steps``: stop after that many steps (of ``cfg.steps``), keeping the checkpoint so a later call
     finishes the run; the field file then holds the partly trained field.

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import trimesh
 
-from .fields.grid import DenseGrid
-from .mesh.io import raycasting_scene
+from ..fields.grid import DenseGrid
+from ..mesh.io import raycasting_scene
 
 SEEN_COS = 0.17  # a camera sees a surface within 80 deg of face-on (cosine above this)
 FACE_ON_COS = 0.5  # ... looks at it face-on: within 60 deg
@@ -178,7 +178,7 @@ def fill_unseen(grid: DenseGrid, cameras: torch.Tensor, seen_cos: float = SEEN_C
     import open3d as o3d
     from scipy.spatial import cKDTree
 
-    from .mesh.meshing import clean_mesh, marching_cubes
+    from ..mesh.meshing import clean_mesh, marching_cubes
 
     r = grid.resolution
     lo, hi = grid.aabb_min.cpu().numpy(), grid.aabb_max.cpu().numpy()

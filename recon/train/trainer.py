@@ -25,13 +25,13 @@ from img2mesh.data.io import atomic_write_bytes
 from img2mesh.data.progress import progress
 
 from . import losses as L
-from .config import GENERIC_LOSSES, ReconConfig, check_losses
-from .rays import RayBatch, RaySampler, jittered_patch_rays
+from ..config import GENERIC_LOSSES, ReconConfig, check_losses
+from ..render.rays import RayBatch, RaySampler, jittered_patch_rays
 from .schedules import learning_rate_factor, loss_weight
 from .guard import Guard
-from .methods.base import Method, grid_resolutions, match_grids
+from ..methods.base import Method, grid_resolutions, match_grids
 from .view_corrections import ViewCorrections
-from .volume_render import RenderOutput
+from ..render.volume import RenderOutput
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -153,7 +153,7 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
           pixel_size: float = 0.0, corrections: ViewCorrections | None = None, reach: float = 1.0) -> TrainResult:
     """Optimise ``field`` (built by ``method``) for ``cfg.steps`` steps, checkpointing to ``out_dir/checkpoint.pt``.
 
-    ``occupancy``: an :class:`~img2mesh.recon.occupancy.OccupancyGrid` that follows the field and cuts each
+    ``occupancy``: an :class:`~img2mesh.recon.render.occupancy.OccupancyGrid` that follows the field and cuts each
     batch's rays to its occupied cells (None: the rays' hull bounds as they are).
     ``stop_at``: leave after that many steps with a checkpoint written (a later call resumes from it);
     schedules still follow ``cfg.steps``.

@@ -10,9 +10,9 @@ import torch
 
 from img2mesh.data.cameras import Camera, camera_rays
 
-from .config import ReconConfig
+from ..config import ReconConfig
 from .rays import RayBatch, ray_aabb
-from .methods import METHODS
+from ..methods import METHODS
 
 
 def render_field(field, cfg: ReconConfig, cameras: list[Camera], *, chunk: int = 4096) -> list[np.ndarray]:

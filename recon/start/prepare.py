@@ -27,12 +27,12 @@ from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_bytes
 from img2mesh.data.views import Views
 
-from .config import InitConfig
-from .fields.grid import DenseGrid
+from ..config import InitConfig
+from ..fields.grid import DenseGrid
 from .carving import robust_carving
 from .hull import HullResult, estimate_bounds
-from .mesh.io import raycasting_scene
-from .mesh.meshing import grid_points
+from ..mesh.io import raycasting_scene
+from ..mesh.meshing import grid_points
 from .unseen import fill_unseen, relax_unseen_base
 
 START_NAME = "start.pt"

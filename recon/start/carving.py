@@ -38,7 +38,7 @@ def mask_overreach(hull: HullResult, views: Views) -> np.ndarray:
     """[V] how far (px) each view's mask reaches beyond the hull's silhouette in that view, as a rim width: the
     mask's area outside the silhouette over the mask's outline length. A thin part the carving grid missed
     adds little area; a mask shifted or grown all round by k pixels gives about k."""
-    from .mesh.render import render_mesh
+    from ..mesh.raycast import render_mesh
 
     renders = render_mesh(hull.mesh, views.cameras, supersample=1) if len(hull.mesh.faces) else None
     reach = []
