@@ -1,4 +1,4 @@
-"""img2mesh: one photo of an object -> a clean 3D mesh, training-free.
+"""img2mesh: one photo of an object -> a clean 3D mesh (novel views generated, then a field fitted to them).
 
 The four code folders install as one package: app/ is `img2mesh`, data/ is `img2mesh.data`,
 diffusion/ is `img2mesh.diffusion`, recon/ is `img2mesh.recon`; configs/*.yaml ship as `img2mesh.configs`.
