@@ -99,6 +99,7 @@ def run(
     quiet: bool = False,
     kind: str | None = None,
     rerun=(),
+    on_stage=None,
 ) -> RunResult:
     """Run preprocess -> views -> recon -> export (or up to ``stop_after``) and return what was written.
 
@@ -109,6 +110,8 @@ def run(
     hub id / path (sets diffusion.model). ``kind``: "image" or "scene" to say what ``image_or_scene`` is
     instead of guessing. ``rerun``: stages ("views", "recon") allowed to run again although finished, when
     a changed setting makes them out of date; without it that is an error saying which stage and why.
+    ``on_stage``: called with a :class:`~img2mesh.runner.StageEvent` as each stage starts and ends (progress
+    within a stage: :func:`img2mesh.data.progress.listen`).
     """
     set_quiet(quiet)
     if isinstance(model, (str, os.PathLike)):
@@ -125,7 +128,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="img2mesh-") as scratch:
         if in_memory:  # a file like any other input: checked, hashed and copied the same way
             source = _in_memory_source(image_or_scene, Path(scratch))
-        return run_pipeline(cfg, rd, source, stop_after=stop_after, model=model, rerun=rerun)
+        return run_pipeline(cfg, rd, source, stop_after=stop_after, model=model, rerun=rerun, on_stage=on_stage)
 
 
 def reconstruct_views(views_dir, config: str | None = None, overrides=(), out=None, resume=None,

@@ -15,14 +15,10 @@ from img2mesh.cli import main
 from img2mesh.data.errors import InputError
 from img2mesh.diffusion import build_random_zero123
 
-# Smaller than test_app_e2e's: 2 views x 2 DDIM steps, a 10-step NeuS on 32 px views without the unseen priors,
-# a 32^3 mesh with a 64 px texture, no turntable.
-FAST = ["diffusion.num_views=2", "diffusion.steps=2", "recon.steps=10", "recon.image_size=32",
-        "recon.rays_per_batch=256", "recon.init.hull_resolution=32", "recon.checkpoint_every=0",
-        "recon.init.base_relax_steps=0", "recon.init.unseen_fill=false", "recon.neus.resolution=32",
-        "recon.neus.coarse_resolution=0", "recon.neus.color_resolution=16", "export.mesh.resolution=32",
-        "export.turntable=false", "export.grid=false", "export.texture_size=64",
-        "recon.init.hull_tolerance=0.75"]  # random weights: the generated views agree on nothing
+from fast import FAST
+
+# Two views, no grid or turntable, a small texture: a batch of several images stays quick.
+BATCH = [*FAST, "diffusion.num_views=2", "export.turntable=false", "export.grid=false", "export.texture_size=64"]
 RECORDS = ("run.json", "config.yaml", "summary.csv", "batch.json")  # rewritten by every invocation
 
 
@@ -84,7 +80,7 @@ def local_batch(images, model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local")
     shutil.copytree(model_dir, tmp / "model")  # a copy the re-run test may delete
     out = tmp / "batch"
-    args = ["batch", str(images), "--out", str(out), "-c", "cpu", "--model", str(tmp / "model"), "--quiet", *FAST]
+    args = ["batch", str(images), "--out", str(out), "-c", "cpu", "--model", str(tmp / "model"), "--quiet", *BATCH]
     ray_before = "ray" in sys.modules
     code = main(args)
     assert ray_before or "ray" not in sys.modules  # no Ray without --ray
@@ -115,7 +111,7 @@ def test_the_same_batch_again_recomputes_nothing(local_batch, capsys):
 
 
 def test_a_folder_that_is_not_a_batch_is_refused(images, capsys):
-    assert main(["batch", str(images), "--out", str(images), *FAST]) == 2
+    assert main(["batch", str(images), "--out", str(images), *BATCH]) == 2
     assert "not a batch folder" in capsys.readouterr().err
     assert not (images / "summary.csv").exists()
 
@@ -126,7 +122,7 @@ def test_ray_batch_matches_the_local_one(images, model_dir, local_batch, tmp_pat
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         code = main(["batch", str(images), "--out", str(out), "--ray", "auto", "-c", "cpu", "--model", str(model_dir),
-                     "--quiet", *FAST])
+                     "--quiet", *BATCH])
     finally:
         ray.shutdown()
     capsys.readouterr()

@@ -105,8 +105,13 @@ def test_run_writes_every_artifact_and_resume_recomputes_nothing(finished, capsy
     code, stdout, _ = cli(capsys, "run", "--resume", str(out), "--quiet", "--json")
     assert code == 0 and json.loads(stdout)["run"] == []
     assert files_and_times(out) == before  # nothing recomputed, nothing rewritten
-    again = img2mesh.run(resume=out, quiet=True)
+    events = []
+    again = img2mesh.run(resume=out, quiet=True, on_stage=events.append)
     assert again.stages_run == [] and again.stages_skipped == ["preprocess", "views", "recon", "export"]
+    assert [(e.stage, e.finished, e.skipped) for e in events] == [
+        (stage, finished, finished) for stage in again.stages_skipped for finished in (False, True)]
+    assert [e.seconds for e in events[1::2]] == [meta["stages"][s]["seconds"] for s in again.stages_skipped]
+    assert len(events[3].output) == 4 and events[5].output == out / "recon" / "field.pt"
 
 
 def test_export_with_other_asset_settings_reruns_the_export_alone(run_copy, capsys):
