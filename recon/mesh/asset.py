@@ -117,10 +117,7 @@ def write_asset(asset: Asset, out_dir: str | os.PathLike, formats=FORMATS, stem:
                 ) -> tuple[dict[str, Path], list[Path]]:
     """Write the asset as ``out_dir/{stem}.{obj,glb,ply}``; returns (format -> path, every file written,
     the OBJ's MTL and texture included)."""
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise InputError(f"unknown export format {unknown[0]!r}: choose from {', '.join(FORMATS)}")
-    paths = export_mesh(asset.mesh, out_dir, [f for f in formats if f != "ply"], stem)
+    paths = export_mesh(asset.mesh, out_dir, [f for f in formats if f != "ply"], stem)  # (it checks formats)
     if "ply" in formats:
         paths.update(export_mesh(asset.colored, out_dir, ("ply",), stem))
     paths = {f: paths[f] for f in formats}
