@@ -221,8 +221,8 @@ def eval_consistency(views_dir, config: str | None = None, overrides=(), out=Non
     from .evaluation.report import table
 
     set_quiet(quiet)
-    views = read_views(views_dir)
     cfg = load_config(config or "default", overrides)
+    views = read_views(views_dir)
     apply_threads(cfg.threads)
     out = _report_dir(out, "eval-consistency")
     report = evaluate_consistency(views, cfg.recon, out, seed=cfg.seed, device=resolve_device(cfg.device))
