@@ -37,6 +37,12 @@ def test_preprocess_then_resume_skips(tmp_path, shared):
     assert again.stages_skipped == ["preprocess"] and again.stages_run == []
     changed = img2mesh.run(resume=out, overrides=["data.foreground_ratio=0.5"], stop_after="preprocess", quiet=True)
     assert changed.stages_run == ["preprocess"]  # its config changed
+    record = (out / "run.json").read_bytes()
+    with pytest.raises(InputError, match="has no finished recon stage to export"):
+        img2mesh.export_run(out, quiet=True)
+    with pytest.raises(InputError, match="unknown stage 'mesh' to stop after: choose from preprocess, views, recon"):
+        img2mesh.run(resume=out, stop_after="mesh", quiet=True)
+    assert (out / "run.json").read_bytes() == record  # refused before any work
     (out / "input" / "preprocessed.png").write_bytes(b"damaged")
     repaired = img2mesh.run(resume=out, overrides=["data.foreground_ratio=0.5"], stop_after="preprocess",
                             quiet=True)
