@@ -287,7 +287,7 @@ def cmd_render(args) -> int:
 def cmd_metrics(args) -> int:
     from img2mesh.data.io import atomic_write_text
     from img2mesh.recon import load_mesh, mesh_metrics
-    from img2mesh.recon.mesh.raycast import file_up_axis
+    from img2mesh.recon.mesh.up_axis import file_up_axis
 
     meshes = []
     for role, path, given, flag in (("PRED", args.pred, args.pred_up, "--pred-up"), ("GT", args.gt, args.gt_up,

@@ -46,7 +46,9 @@ from img2mesh.data.cameras import Camera, camera_rays, project_points  # noqa: E
 from img2mesh.data.progress import set_quiet  # noqa: E402
 from img2mesh.recon import mesh_metrics  # noqa: E402
 from img2mesh.recon.mesh.raycast import render_mesh  # noqa: E402
-from img2mesh.recon.stage import CORRECTIONS_NAME, field_to_mesh, load_field, reconstruct  # noqa: E402
+from img2mesh.recon.field_file import load_field  # noqa: E402
+from img2mesh.recon.field_outputs import field_to_mesh  # noqa: E402
+from img2mesh.recon.stage import CORRECTIONS_NAME, reconstruct  # noqa: E402
 
 def seen_points(mesh, cameras, cell: float = 0.003) -> np.ndarray:
     """Surface points [N, 3] the cameras see: each depth map back-projected, one point kept per ``cell``."""

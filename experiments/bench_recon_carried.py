@@ -5,7 +5,7 @@ render the views and compute each method's start here, reconstruct there, score 
     PRESET=default python experiments/bench_recon_carried.py run .gpu/views $OUT cow spot   # on the GPU
     python experiments/bench_recon_carried.py score $OUT                       # here: hull + metrics table
 
-The start (recon/start.py: the hull's exact mesh distance, its unseen base relaxed and the rest of its unseen
+The start (recon/start/prepare.py: the hull's exact mesh distance, its unseen base relaxed and the rest of its unseen
 surface filled) needs open3d, so ``views`` computes it here from the views as written, for each method in
 $METHODS, into ``start-METHOD.pt`` beside each object's views; ``run`` passes it to ``reconstruct`` (a start
 made for other settings or views is refused by its key). A row's time adds the seconds the start took here.
@@ -27,7 +27,7 @@ from img2mesh.config import load_config  # noqa: E402
 from img2mesh.data.progress import set_quiet  # noqa: E402
 from img2mesh.data.views import read_views, write_views  # noqa: E402
 from img2mesh.recon.methods import METHODS  # noqa: E402
-from img2mesh.recon.stage import field_to_mesh, load_field, reconstruct, resize_views  # noqa: E402
+from img2mesh.recon import field_to_mesh, load_field, reconstruct, resize_views  # noqa: E402
 from img2mesh.recon.start.prepare import load_start, prepare_start, save_start, start_key  # noqa: E402
 
 OBJECTS = ["cow", "spot", "stanford-bunny"]

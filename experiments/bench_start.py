@@ -1,4 +1,4 @@
-"""Benchmark: what each prior of the start (recon/start.py, recon/unseen.py) does to the initial shape, on
+"""Benchmark: what each prior of the start (recon/start/prepare.py, recon/start/unseen.py) does to the initial shape, on
 every shared mesh and view set, before any training.
 
     python experiments/bench_start.py                          # all nine objects, exact views
@@ -44,7 +44,7 @@ VARIANTS = {
 
 def start_chamfer(views, gt, cfg: InitConfig, resolution: int) -> float:
     start = prepare_start(cfg, views, resolution, view_confidence(views, 0.5))
-    values = start.sdf.reshape(resolution, resolution, resolution).numpy()
+    values = start.initial_sdf.reshape(resolution, resolution, resolution).numpy()
     mesh = mesh_from_grid(values, start.box[0], start.box[1], 0.0, inside="below")
     return mesh_metrics(mesh, gt)["chamfer"]
 

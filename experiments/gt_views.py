@@ -18,7 +18,8 @@ import trimesh
 
 from img2mesh.data.cameras import DEFAULT_FOV_X, DEFAULT_RADIUS, ring_cameras
 from img2mesh.data.views import Views
-from img2mesh.recon.mesh.raycast import load_mesh, normalize_mesh, render_views
+from img2mesh.recon.mesh.io import load_mesh, normalize_mesh
+from img2mesh.recon.mesh.raycast import render_views
 
 # name -> (path under shared/meshes, the file's up axis); checked by rendering: all stand upright after y -> z.
 MESHES = {

@@ -5,7 +5,7 @@ import trimesh
 
 from img2mesh.data.errors import InputError
 from img2mesh.recon.mesh.export import export_mesh, render_turntable, views_grid
-from img2mesh.recon.mesh.raycast import load_mesh, normalize_mesh
+from img2mesh.recon.mesh.io import load_mesh, normalize_mesh
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ UNIT_SPHERE_BOX = FieldBox([-3**-0.5] * 3, [3**-0.5] * 3)  # its bounding sphere
 def _grid_neus(cfg: NeuSConfig, radius: float, box=BOX, **box_args) -> GridNeuSField:
     """A grid NeuS holding the SDF of a sphere of ``radius`` at the origin."""
     pos = DenseGrid(cfg.resolution, 1, *box).vertex_positions()
-    return GridNeuSField(cfg, FieldBox(*box, **box_args), sdf_init=pos.norm(dim=-1) - radius)
+    return GridNeuSField(cfg, FieldBox(*box, **box_args), cfg.resolution, sdf_init=pos.norm(dim=-1) - radius)
 
 
 def test_trilinear_grid_matches_grid_sample_and_autograd():
@@ -112,7 +112,7 @@ def test_voxel_render_of_a_dense_ball():
     cfg = VoxelConfig(resolution=48, color_resolution=8, density_scale_init=5.3)
     grid = DenseGrid(48, 1, *BOX)
     sdf = grid.vertex_positions().norm(dim=-1) - 0.5
-    field = VoxelNeRF(cfg, FieldBox(*BOX), density_init=(-sdf / 0.01).clamp(-1, 1))  # sigma ~ 2e4 per unit of depth
+    field = VoxelNeRF(cfg, FieldBox(*BOX), 48, density_init=(-sdf / 0.01).clamp(-1, 1))  # sigma ~ 2e4 per unit of depth
     rays = _camera_batch()
     with torch.no_grad():
         out = render_voxel(field, rays, 0.005)
@@ -215,7 +215,7 @@ def _ball_fields(radius: float):
     neus = _grid_neus(NeuSConfig(resolution=48, coarse_resolution=0, color_resolution=8, feature_dim=4,
                                  color_hidden=8, color_layers=2, variance_init=0.6), radius)
     sdf = DenseGrid(48, 1, *BOX).vertex_positions().norm(dim=-1) - radius
-    voxel = VoxelNeRF(VoxelConfig(resolution=48, color_resolution=8, density_scale_init=5.3), FieldBox(*BOX),
+    voxel = VoxelNeRF(VoxelConfig(resolution=48, color_resolution=8, density_scale_init=5.3), FieldBox(*BOX), 48,
                       density_init=(-sdf / 0.01).clamp(-1, 1))
     return neus, voxel
 

@@ -12,7 +12,8 @@ from img2mesh.data.views import View, Views
 from img2mesh.recon.config import GuardConfig, InitConfig, LossConfig, NeuSConfig, ReconConfig
 from img2mesh.recon.train.guard import Guard
 from img2mesh.recon.start.masks import is_binary_mask, soften_binary_masks, soften_edges
-from img2mesh.recon.mesh.raycast import load_mesh, normalize_mesh, render_views
+from img2mesh.recon.mesh.io import load_mesh, normalize_mesh
+from img2mesh.recon.mesh.raycast import render_views
 from img2mesh.recon.methods import METHODS
 from img2mesh.recon.methods.neus import GridNeuS
 from img2mesh.recon.stage import reconstruct

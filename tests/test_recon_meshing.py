@@ -5,7 +5,8 @@ import torch
 
 from img2mesh.data.errors import InputError
 from img2mesh.recon.mesh import MeshConfig
-from img2mesh.recon.mesh.meshing import evaluate_grid, evaluate_in_chunks, extract_mesh, grid_points
+from img2mesh.recon.mesh.meshing import (color_vertices, decimate, evaluate_grid, evaluate_in_chunks, extract_mesh,
+                                         grid_points)
 
 
 def sphere_sdf(centre=(0.0, 0.0, 0.0), radius=0.5):
@@ -62,8 +63,9 @@ def test_components_smoothing_decimation_and_colours():
     assert len(both.split(only_watertight=False)) == 2 and len(big.split(only_watertight=False)) == 1
     assert big.vertices[:, 0].max() < 0  # the larger sphere, on the -x side
     colour = lambda p: (p + 1.0) / 2.0  # [N, 3] in [0, 1]
-    mesh = extract_mesh(sphere_sdf(radius=0.5), -1, 1, 40, 0.0, color_fn=colour, smooth_iters=5, target_faces=300)
+    mesh = decimate(extract_mesh(sphere_sdf(radius=0.5), -1, 1, 40, 0.0, smooth_iters=5), 300)  # as assets do
     assert 250 <= len(mesh.faces) <= 300
+    color_vertices(mesh, colour)
     assert np.abs(np.linalg.norm(mesh.vertices, axis=1) - 0.5).max() < 0.03
     expected = np.round((mesh.vertices + 1.0) / 2.0 * 255.0)
     assert np.abs(mesh.visual.vertex_colors[:, :3] - expected).max() <= 1

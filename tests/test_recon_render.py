@@ -8,7 +8,9 @@ import trimesh
 from img2mesh.data.cameras import camera_from_spherical, ring_cameras
 from img2mesh.data.errors import InputError
 from img2mesh.data.views import read_views
-from img2mesh.recon.mesh.raycast import Light, load_mesh, normalize_mesh, render_mesh, render_mesh_to_folder
+from img2mesh.recon.mesh.io import load_mesh, normalize_mesh
+from img2mesh.recon.mesh.raycast import Light, render_mesh
+from img2mesh.recon.mesh.render_folder import render_mesh_to_folder
 
 
 def test_sphere_silhouette_depth_and_normals():

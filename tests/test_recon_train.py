@@ -1,5 +1,6 @@
 """The recon stage end to end on small renders: NeuS quality bound, resume equality, methods, bad views."""
 import dataclasses
+import importlib.util
 
 import numpy as np
 import pytest
@@ -10,14 +11,17 @@ from img2mesh.data.cameras import ring_cameras
 from img2mesh.data.errors import InputError
 from img2mesh.data.views import View, Views
 from img2mesh.recon import MeshConfig
-from img2mesh.recon.config import InitConfig, LossConfig, NeuSConfig, OccupancyConfig, ReconConfig, VoxelConfig
+from img2mesh.recon.config import (InitConfig, LossConfig, NeuSConfig, OccupancyConfig, ReconConfig, VoxelConfig,
+                                   check_recon_config, method_sections, recon_config_class, stage_settings)
 from img2mesh.recon.fields.box import FieldBox
 from img2mesh.recon.fields.voxel import VoxelNeRF
 from img2mesh.recon.methods import METHODS
-from img2mesh.recon.methods.neus import NeuS
-from img2mesh.recon.mesh.raycast import load_mesh, normalize_mesh, render_views
+from img2mesh.recon.mesh.io import load_mesh, normalize_mesh
+from img2mesh.recon.mesh.raycast import render_views
 from img2mesh.recon.mesh.metrics import mesh_metrics
-from img2mesh.recon.stage import field_to_mesh, load_field, reconstruct
+from img2mesh.recon.field_file import load_field
+from img2mesh.recon.field_outputs import field_to_mesh
+from img2mesh.recon.stage import reconstruct
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +52,21 @@ def small_neus(steps: int, **overrides) -> ReconConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
-def test_short_neus_run_on_suzanne_beats_a_chamfer_bound(suzanne, tmp_path):
+def test_short_neus_run_on_suzanne_beats_its_own_start(suzanne, tmp_path):
+    """Training must improve on where it starts (the hull with the unseen priors, meshed the same way) by a
+    margin: a bound on the result alone passes with no training at all. The SDF grid steps at a rate that
+    moves the surface within these 150 steps."""
     gt, views = suzanne
-    result = reconstruct(small_neus(150), views, tmp_path, seed=0)
+    cfg = small_neus(150)
+    cfg = dataclasses.replace(cfg, neus=dataclasses.replace(cfg.neus, geometry_lr_scale=0.3))
+    start = reconstruct(dataclasses.replace(cfg, steps=0), views, tmp_path / "start", seed=0)
+    result = reconstruct(cfg, views, tmp_path / "trained", seed=0)
     assert result.method == "neus" and result.steps == 150 and result.psnr > 20.0
+    before, after = (mesh_metrics(field_to_mesh(load_field(r.field_path), MeshConfig(resolution=96)), gt,
+                                  n_points=20_000) for r in (start, result))
+    assert after["chamfer"] < 0.93 * before["chamfer"], (before, after)
+    assert after["iou"] > before["iou"] + 0.005, (before, after)
     mesh = field_to_mesh(load_field(result.field_path), MeshConfig(resolution=96))
-    metrics = mesh_metrics(mesh, gt, n_points=20_000)
-    assert metrics["chamfer"] < 0.016, metrics  # measured 0.0118 (the 64 px hull alone: ~0.014)
-    assert metrics["iou"] > 0.80, metrics
     assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
 
 
@@ -103,7 +114,7 @@ def test_coarse_to_fine_starts_from_the_full_resolution_init_and_resumes_across_
     start = prepare_start(cfg.init, views, resolution=32)
     field = METHODS[method].build(cfg, start)
     grid = field.sdf_grid if method == "neus" else field.density_grid
-    box, fine = start.box, start.sdf
+    box, fine = start.box, start.initial_sdf
     if method == "voxel":  # the density init's ramp is two fine voxels wide
         fine = voxel.init_density * (-fine / (float((box[1] - box[0]).max()) / 31)).clamp(-1.0, 1.0)
     fine = DenseGrid(32, 1, *box, fine[:, None], trainable=False)
@@ -175,7 +186,7 @@ def test_each_method_steps_at_its_own_learning_rate():
 
     cfg = ReconConfig(method="voxel", voxel=VoxelConfig(resolution=8, color_resolution=8, lr=0.02,
                                                         geometry_lr_scale=0.5))
-    field = VoxelNeRF(cfg.voxel, FieldBox([-1.0] * 3, [1.0] * 3))
+    field = VoxelNeRF(cfg.voxel, FieldBox([-1.0] * 3, [1.0] * 3), 8)
     lrs = sorted(g["base_lr"] for g in make_optimizer(cfg, METHODS["voxel"], field).param_groups)
     assert lrs == [0.01, 0.02] and ReconConfig().neus.lr == 0.01 and ReconConfig().neus_mlp.lr == 5e-4
 
@@ -192,7 +203,7 @@ def test_the_sdf_grid_steps_less_on_small_views():
     assert geometry_lr(load_config("cpu").recon.neus, 128) == pytest.approx(0.01 * 0.03)
     assert geometry_lr(ReconConfig().voxel, 64) == ReconConfig().voxel.lr * ReconConfig().voxel.geometry_lr_scale
     cfg = ReconConfig(voxel=VoxelConfig(resolution=8, color_resolution=8, geometry_lr_view_size=256))
-    field = VoxelNeRF(cfg.voxel, FieldBox([-1.0] * 3, [1.0] * 3))
+    field = VoxelNeRF(cfg.voxel, FieldBox([-1.0] * 3, [1.0] * 3), 8)
     lrs = sorted(g["base_lr"] for g in make_optimizer(cfg, METHODS["voxel"], field, view_size=128).param_groups)
     assert lrs == pytest.approx([0.005, 0.01])
 
@@ -218,7 +229,8 @@ def test_the_start_is_cached_in_the_run_and_can_be_passed_in(tiny_views, tmp_pat
     changed = dataclasses.replace(cfg, init=InitConfig(hull_resolution=32, unseen_fill=not cfg.init.unseen_fill),
                                   checkpoint_every=0)
     assert reconstruct(changed, tiny_views, tmp_path / "run").stats["start"] == "computed"  # another init config
-    assert not torch.equal(torch.load(tmp_path / "run" / "start.pt", weights_only=True)["sdf"], cached["sdf"])
+    recomputed = torch.load(tmp_path / "run" / "start.pt", weights_only=True)
+    assert not torch.equal(recomputed["initial_sdf"], cached["initial_sdf"])
 
     given = prepare_start(cfg.init, tiny_views, resolution=32)  # e.g. computed on another machine
     passed = reconstruct(cfg, tiny_views, tmp_path / "passed", start=given)
@@ -228,42 +240,73 @@ def test_the_start_is_cached_in_the_run_and_can_be_passed_in(tiny_views, tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-class SphereMethod(NeuS):
-    """A toy method for the test below: NeuS with a sphere whose radius is the only geometry parameter."""
+SPHERE_METHOD_FILE = '''"""A toy method: NeuS with a sphere whose radius is the only geometry parameter, and its own setting."""
+from dataclasses import dataclass
 
-    section = "neus"
+import torch
+
+from img2mesh.data.settings import number
+from img2mesh.recon.fields.neus import NeuSField
+from img2mesh.recon.methods.neus import NeuS, NeuSConfig
+
+
+@dataclass
+class SphereConfig(NeuSConfig):
+    log_radius: float = number(-0.7, high=0)  # the sphere's radius at step 0, log world units
+
+
+class SphereField(NeuSField):
+    def __init__(self, settings, box):
+        super().__init__(settings, box)
+        self.log_radius = torch.nn.Parameter(torch.tensor(settings.log_radius))
+        self.color_feature = torch.nn.Parameter(torch.zeros(settings.feature_dim))
+
+    def sdf(self, x):
+        return (x - self.center).norm(dim=-1) - self.log_radius.exp()
+
+    def geometry(self, x):
+        d = x - self.center
+        return d.norm(dim=-1) - self.log_radius.exp(), d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9), None
+
+    def feature(self, x):
+        return self.color_feature.expand(len(x), -1)
+
+
+class Sphere(NeuS):
+    section, config = "sphere", SphereConfig
     losses = ("eikonal",)
 
-    def make(self, cfg, box, init, device):
-        from img2mesh.recon.fields.neus import NeuSField
-
-        class SphereField(NeuSField):
-            def __init__(self):
-                super().__init__(cfg.neus, box)
-                self.log_radius = torch.nn.Parameter(torch.tensor(-0.7))
-                self.color_feature = torch.nn.Parameter(torch.zeros(cfg.neus.feature_dim))
-
-            def sdf(self, x):
-                return (x - self.center).norm(dim=-1) - self.log_radius.exp()
-
-            def geometry(self, x):
-                d = x - self.center
-                return d.norm(dim=-1) - self.log_radius.exp(), d / d.norm(dim=-1, keepdim=True).clamp_min(1e-9), None
-
-            def feature(self, x):
-                return self.color_feature.expand(len(x), -1)
-
-        return SphereField()
+    def make(self, settings, box, init, device):
+        return SphereField(settings, box)
 
     def geometry_parameters(self, field):
         return [field.log_radius]
+'''
 
 
-def test_a_new_method_is_one_class_and_one_dict_entry(tiny_views, tmp_path, monkeypatch):
-    """The trainer, field files and meshing serve a method they were never told about."""
-    monkeypatch.setitem(METHODS, "sphere", SphereMethod())
-    cfg = small_neus(30, method="sphere", neus=dataclasses.replace(small_neus(1).neus, lr=0.05, geometry_lr_scale=1.0))
-    result = reconstruct(cfg, tiny_views, tmp_path)
+def test_a_new_method_is_one_file_and_one_dict_entry(tiny_views, tmp_path, monkeypatch):
+    """A method the code was never told about, with its own settings: one file (written here) plus its entry
+    in METHODS. Its config section, its settings check, the trainer, field files and meshing all follow."""
+    path = tmp_path / "sphere_method.py"
+    path.write_text(SPHERE_METHOD_FILE)
+    spec = importlib.util.spec_from_file_location("sphere_method", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(METHODS, "sphere", module.Sphere())  # the one dict entry
+
+    config_class = recon_config_class(METHODS)  # what recon/config.py builds from METHODS when imported
+    assert "sphere" in method_sections(METHODS) and "sphere" not in ReconConfig.__dataclass_fields__
+    base = small_neus(30, method="sphere")
+    cfg = config_class(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)},
+                       sphere=module.SphereConfig(**{**dataclasses.asdict(base.neus), "lr": 0.05,
+                                                     "geometry_lr_scale": 1.0}))
+    check_recon_config(cfg)
+    with pytest.raises(InputError, match=r"recon\.sphere\.log_radius=0\.5: must be a number <= 0"):
+        check_recon_config(dataclasses.replace(cfg, sphere=dataclasses.replace(cfg.sphere, log_radius=0.5)))
+    assert "sphere" in stage_settings(cfg) and "neus" not in stage_settings(cfg)
+
+    result = reconstruct(cfg, tiny_views, tmp_path / "run")
+    assert torch.load(result.field_path, weights_only=True)["settings"]["log_radius"] == -0.7  # its own only
     field = load_field(result.field_path)
     radius = float(field.log_radius.detach().exp())
     assert result.method == "sphere" and result.steps == 30 and abs(radius - np.exp(-0.7)) > 0.01  # it trained

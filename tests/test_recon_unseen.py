@@ -186,7 +186,7 @@ def test_the_priors_hold_for_any_camera_elevation(layout):
 
     def bottom_and_error(cfg):
         start = prepare_start(cfg, views, resolution=48)
-        grid = DenseGrid(48, 1, *start.box, start.sdf[:, None], trainable=False)
+        grid = DenseGrid(48, 1, *start.box, start.initial_sdf[:, None], trainable=False)
         z = torch.linspace(-0.45, 0.0, 451)
         axis = grid(torch.stack([torch.zeros_like(z), torch.zeros_like(z), z], dim=-1))[:, 0]
         bottom = float(z[torch.nonzero(axis <= 0)[0, 0]])

@@ -98,7 +98,7 @@ def exact_start(cfg: ReconConfig, mesh: trimesh.Trimesh, views: Views):
     start = prepare_start(cfg.init, views, resolution=cfg.neus.resolution)
     points = grid_points(*start.box, cfg.neus.resolution).numpy().astype(np.float32)
     sdf = raycasting_scene(mesh.vertices, mesh.faces).compute_signed_distance(o3d.core.Tensor(points)).numpy()
-    return dataclasses.replace(start, sdf=torch.from_numpy(sdf).float())
+    return dataclasses.replace(start, initial_sdf=torch.from_numpy(sdf).float())
 
 
 def test_camera_refinement_recovers_a_known_camera_error(tmp_path):

@@ -21,8 +21,10 @@ from img2mesh.data.views import Views, on_white
 from img2mesh.recon import views_grid
 from img2mesh.recon.config import ReconConfig
 from img2mesh.recon.methods import METHODS
-from img2mesh.recon.render.field_views import render_field
-from img2mesh.recon.stage import load_field, reconstruct, resize_views
+from img2mesh.recon.field_file import load_field
+from img2mesh.recon.field_outputs import render_field
+from img2mesh.recon.stage import reconstruct
+from img2mesh.recon.start.views import resize_views
 
 from .image_metrics import psnr, ssim
 

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.losses import surface_area
 from ..mesh.meshing import grid_points
 
 # Corner offsets (i, j, k) in {0, 1}^3, in the order the flat index offsets below use.
@@ -82,6 +81,19 @@ def trilinear_central_differences(values: torch.Tensor, resolution: int, u: torc
     return s[:, 0], 0.5 * (s[:, 1:4] - s[:, 4:7])
 
 
+def surface_area(occ: torch.Tensor, voxel_size: float) -> torch.Tensor:
+    """Area (world units^2) of an occupancy grid's surface: its isotropic total variation.
+
+    occ [n, 4]: occupancy at the n grid vertices where it varies and at their +x, +y, +z neighbours (a
+    vertex with all four equal adds nothing). Minimising it is mean-curvature flow: where no view constrains
+    the surface (an underside no camera of a ring sees), it moves towards the smallest surface the
+    silhouettes allow instead of keeping the carved hull's cone or wedge.
+    """
+    assert occ.dim() == 2 and occ.shape[1] == 4, f"occ must be [n, 4], got {tuple(occ.shape)}"
+    g = occ[:, 1:] - occ[:, :1]
+    return torch.sqrt((g * g).sum(dim=-1) + 1e-12).sum() * voxel_size**2
+
+
 class DenseGrid(nn.Module):
     """C channels on an R^3 vertex grid over [aabb_min, aabb_max]; ``forward(x world [N, 3]) -> [N, C]``."""
 
@@ -126,7 +138,7 @@ class DenseGrid(nn.Module):
 
     def zero_level_area(self, voxel: float) -> torch.Tensor | None:
         """Area (world units^2) of channel 0's zero level as an SDF, through the occupancy sigmoid(-sdf /
-        ``voxel``) over its band (:func:`img2mesh.recon.train.losses.surface_area`), with gradients into the grid;
+        ``voxel``) over its band (:func:`surface_area`), with gradients into the grid;
         None when the grid has no surface."""
         occ = self.band_occupancy(lambda v: torch.sigmoid(-v / voxel))
         return None if occ is None else surface_area(occ, voxel)
@@ -183,3 +195,16 @@ class DenseGrid(nn.Module):
             self.values = nn.Parameter(values)
         else:
             self.values = values
+
+
+def grid_resolutions(field: nn.Module) -> dict[str, int]:
+    """Each grid's resolution by module name (saved with checkpoints and field files)."""
+    return {name: m.resolution for name, m in field.named_modules() if isinstance(m, DenseGrid)}
+
+
+def match_grids(field: nn.Module, resolutions: dict[str, int]) -> None:
+    """Re-grid the field's grids to saved resolutions (coarse-to-fine runs) before loading its state."""
+    modules = dict(field.named_modules())
+    for name, res in resolutions.items():
+        if name in modules and modules[name].resolution != res:
+            modules[name].resample(res)

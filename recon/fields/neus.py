@@ -12,10 +12,19 @@ import torch
 from torch import nn
 
 from .encoding import FrequencyEncoding, make_hash_grid
-from ..render.volume import neus_section_alpha
 from .box import FieldBox
 from .grid import DenseGrid
 from .neus_mlp import ColorNetwork, SDFNetwork, SingleVariance
+
+
+def neus_section_alpha(sdf_start: torch.Tensor, sdf_end: torch.Tensor, inv_s: torch.Tensor | float) -> torch.Tensor:
+    """NeuS's discrete opacity of a ray section from the SDF at its two ends (any matching shapes): the share of
+    the logistic CDF Phi(s) = sigmoid(inv_s * s) lost across it, (Phi(start) - Phi(end)) / Phi(start), in
+    [0, 1]. The one place NeuS's alpha is computed: rendering, importance sampling, visibility and the
+    occupancy grid all call it."""
+    start_cdf = torch.sigmoid(sdf_start * inv_s)
+    end_cdf = torch.sigmoid(sdf_end * inv_s)
+    return ((start_cdf - end_cdf + 1e-5) / (start_cdf + 1e-5)).clamp(0.0, 1.0)
 
 
 class _UnitCube(nn.Module):
@@ -100,14 +109,13 @@ class NeuSField(nn.Module):
 
 
 class GridNeuSField(NeuSField):
-    """The SDF on a dense vertex grid over the box (from ``sdf_init`` [R^3], e.g. the carved hull's signed
-    distance, or a sphere), normals by central differences or the trilinear interpolant's own gradient (no
+    """The SDF on a dense ``resolution``^3 vertex grid over the box (from ``sdf_init`` [R^3], e.g. the start's
+    signed distance, or a sphere), normals by central differences or the trilinear interpolant's own gradient (no
     double backward for the eikonal loss); colour features on a second, coarser grid."""
 
-    def __init__(self, cfg, box: FieldBox, sdf_init: torch.Tensor | None = None):
+    def __init__(self, cfg, box: FieldBox, resolution: int, sdf_init: torch.Tensor | None = None):
         super().__init__(cfg, box)
-        res = cfg.coarse_resolution or cfg.resolution  # coarse-to-fine runs start coarse
-        self.sdf_grid = DenseGrid(res, 1, box.aabb_min, box.aabb_max, 0.0)
+        self.sdf_grid = DenseGrid(resolution, 1, box.aabb_min, box.aabb_max, 0.0)
         if sdf_init is None:  # a sphere of init_radius (normalised units) around the centre
             pos = self.sdf_grid.vertex_positions()
             sdf_init = (pos - self.center).norm(dim=-1) - cfg.init_radius * float(self.radius)

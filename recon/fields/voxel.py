@@ -16,15 +16,15 @@ from .grid import DenseGrid
 
 
 class VoxelNeRF(nn.Module):
-    """density(x [N, 3]) -> sigma [N] per world unit; color(x, dirs) -> rgb [N, 3]."""
+    """density(x [N, 3]) -> sigma [N] per world unit; color(x, dirs) -> rgb [N, 3]. The density grid has
+    ``resolution``^3 vertices (from ``density_init`` [R^3] or 0); ``cfg``: the voxel settings."""
 
-    def __init__(self, cfg, box, density_init: torch.Tensor | None = None):
+    def __init__(self, cfg, box, resolution: int, density_init: torch.Tensor | None = None):
         super().__init__()
         self.box = box
         aabb_min, aabb_max = box.aabb_min, box.aabb_max
         self.shift = float(cfg.density_shift)
-        res = cfg.coarse_resolution or cfg.resolution  # coarse-to-fine runs start coarse
-        self.density_grid = DenseGrid(res, 1, aabb_min, aabb_max, 0.0 if density_init is None else density_init)
+        self.density_grid = DenseGrid(resolution, 1, aabb_min, aabb_max, 0.0 if density_init is None else density_init)
         self.d_scale = nn.Parameter(torch.tensor(float(cfg.density_scale_init)))
         channels = 3 if not cfg.view_dependent else 8
         self.color_grid = DenseGrid(cfg.color_resolution, channels, aabb_min, aabb_max, 0.0)

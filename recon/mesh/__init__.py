@@ -7,4 +7,5 @@ from .export import export_mesh, render_turntable, views_grid
 from .io import load_mesh, normalize_mesh
 from .meshing import evaluate_grid, evaluate_in_chunks, extract_mesh, grid_points, mesh_from_grid
 from .metrics import mesh_metrics
-from .raycast import Light, MeshRender, render_mesh, render_mesh_to_folder, render_views
+from .raycast import Light, MeshRender, render_mesh, render_views
+from .render_folder import render_mesh_to_folder

@@ -148,7 +148,6 @@ def mesh_from_grid(
     inside: str = "auto",
     keep_components: int = 1,
     smooth_iters: int = 0,
-    target_faces: int = 0,
     color_fn: QueryFn | None = None,
     chunk: int = 65536,
     device="cpu",
@@ -158,7 +157,6 @@ def mesh_from_grid(
     mesh = clean_mesh(trimesh.Trimesh(verts, faces, process=False), keep_components)
     if smooth_iters > 0:
         trimesh.smoothing.filter_taubin(mesh, iterations=int(smooth_iters))  # volume-preserving, in place
-    mesh = decimate(mesh, target_faces)
     if color_fn is not None:
         color_vertices(mesh, color_fn, chunk, device)
     return mesh
@@ -186,7 +184,6 @@ def extract_mesh(
     color_fn: QueryFn | None = None,
     keep_components: int = 1,
     smooth_iters: int = 0,
-    target_faces: int = 0,
     inside: str = "auto",
     device="cpu",
 ) -> trimesh.Trimesh:
@@ -197,11 +194,10 @@ def extract_mesh(
        ``inside`` says which side is the object ('auto': decided from the grid boundary);
     3. clean-up: duplicate vertices merged, degenerate / duplicate faces removed, the ``keep_components``
        largest components kept (0: all);
-    4. optional Taubin smoothing (``smooth_iters``) and quadric decimation to ``target_faces`` (0: off);
+    4. optional Taubin smoothing (``smooth_iters``; decimation is the exported asset's, recon/mesh/asset.py);
     5. vertex colours from ``color_fn(points [N, 3]) -> [N, 3]`` in [0, 1], if given.
     Raises InputError "field is empty at level X: try export.mesh.threshold=..." when there is no surface.
     """
     values = evaluate_grid(query_fn, bounds_min, bounds_max, resolution, chunk=chunk, device=device)
     return mesh_from_grid(values, bounds_min, bounds_max, level, inside=inside, keep_components=keep_components,
-                          smooth_iters=smooth_iters, target_faces=target_faces, color_fn=color_fn, chunk=chunk,
-                          device=device)
+                          smooth_iters=smooth_iters, color_fn=color_fn, chunk=chunk, device=device)

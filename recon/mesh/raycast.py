@@ -12,17 +12,14 @@ What a render is:
 - ``normal``: world-space unit normal, smooth (interpolated vertex normals) or flat, flipped to face the
   camera (meshes with inconsistent winding render the same); zeros where nothing is hit.
 
-Meshes come from ``mesh_io`` (re-exported here): :func:`load_mesh` reads OBJ/PLY/GLB/GLTF into one
-``trimesh.Trimesh`` in the z-up world; :func:`normalize_mesh` centres and scales a mesh the way every
-ground-truth render in this project does.
+Meshes come from recon/mesh/io.py: :func:`~img2mesh.recon.mesh.io.load_mesh` reads OBJ/PLY/GLB/GLTF into one
+``trimesh.Trimesh`` in the z-up world; :func:`~img2mesh.recon.mesh.io.normalize_mesh` centres and scales a mesh
+the way every ground-truth render in this project does. recon/mesh/render_folder.py writes renders to a views
+folder.
 """
 from __future__ import annotations
 
-import json
-import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,14 +27,10 @@ import trimesh
 
 from img2mesh.data.cameras import Camera, camera_rays
 from img2mesh.data.errors import InputError
-from img2mesh.data.io import atomic_write_bytes, atomic_write_text, png_bytes
 from img2mesh.data.progress import progress
-from img2mesh.data.views import View, Views, write_views
+from img2mesh.data.views import View, Views
 
-from .io import Y_UP_TO_Z_UP, Z_UP_TO_Y_UP, load_mesh, normalize_mesh, surface_colors  # noqa: F401 (re-exported)
-from .io import raycasting_scene
-
-log = logging.getLogger(__name__)
+from .io import raycasting_scene, surface_colors
 
 
 @dataclass(frozen=True)
@@ -72,40 +65,6 @@ def smooth_vertex_normals(mesh: trimesh.Trimesh) -> np.ndarray:
         np.add.at(acc, position_id[mesh.faces[:, k]], area_normals)
     normals = acc[position_id]
     return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-
-
-def file_up_axis(path: str | os.PathLike, up: str | None = None) -> tuple[str, str]:
-    """(up axis, why) for reading a mesh file: ``up`` when given; y for glTF (its specification); z for the
-    files img2mesh writes (a run's mesh.obj / mesh.ply, `render`'s gt_mesh.ply: the z-up world), found by
-    the run.json / render.json beside them; otherwise y, the convention of OBJ and PLY files from Blender,
-    scanners and the common test models."""
-    path = Path(path)
-    if up is not None:
-        return up, "as given"
-    if path.suffix.lower() in (".glb", ".gltf"):
-        return "y", "glTF files are y-up"
-    if (path.parent / "run.json").is_file() or (path.parent / "render.json").is_file():
-        return "z", "an img2mesh output, z-up"
-    return "y", "the usual up axis of OBJ/PLY files"
-
-
-def framing_problems(mesh: trimesh.Trimesh, cameras: list[Camera]) -> tuple[str | None, str | None]:
-    """(error, warning) about where ``mesh`` sits for ``cameras``: an error when a camera is inside the mesh's
-    bounding box (every view would be of its inside), a warning when the mesh overflows the views or fills
-    under a twentieth of their width (an unnormalised mesh, in other units)."""
-    lo, hi = mesh.bounds
-    centre, radius = (lo + hi) / 2.0, float(np.linalg.norm(hi - lo)) / 2.0
-    inside = [i for i, c in enumerate(cameras) if np.all(c.position >= lo) and np.all(c.position <= hi)]
-    size = f"{float(np.max(hi - lo)):.3g} units across, centred at ({', '.join(f'{x:.3g}' for x in centre)})"
-    if inside:
-        return (f"{len(inside)} of {len(cameras)} cameras are inside the mesh's bounding box (the mesh is {size}): "
-                "pass --normalize 1 to centre it and scale it to the cameras, or place the cameras further out"), None
-    # the half-width each camera sees at the mesh's centre, against the mesh's bounding sphere
-    seen = min(float(np.linalg.norm(c.position - centre)) * np.tan(c.fov_x / 2.0) for c in cameras)
-    if radius > seen or radius < seen / 20.0:
-        what = "overflows the views" if radius > seen else "fills under a twentieth of the views"
-        return None, f"the mesh ({size}) {what}: pass --normalize 1 to fit it to the cameras"
-    return None, None
 
 
 # --------------------------------------------------------------------------------------------- rendering
@@ -210,61 +169,3 @@ def render_views(mesh: trimesh.Trimesh, cameras: list[Camera], **kwargs) -> View
     """Renders as :class:`Views` named ``r_000``, ``r_001``, ...; the first is the input view."""
     renders = render_mesh(mesh, cameras, **kwargs)
     return Views([View(r.rgba, cam, name=f"r_{i:03d}", is_input=(i == 0)) for i, (r, cam) in enumerate(zip(renders, cameras))])
-
-
-def render_mesh_to_folder(
-    mesh: str | os.PathLike | trimesh.Trimesh,
-    out_dir: str | os.PathLike,
-    cameras: list[Camera],
-    *,
-    up: str | None = None,
-    normalize: float | None = None,
-    **render_kwargs,
-) -> Views:
-    """Render a mesh (file or Trimesh) into a NeRF-format views folder, plus depth and normal maps.
-
-    Writes ``r_XXX.png`` + ``transforms.json`` (read back by ``read_views``), ``r_XXX_depth.npy`` (float32
-    [H, W], distance along the camera's -z, 0 off the object), ``r_XXX_normal.png`` (RGBA uint8: world normal
-    mapped by (n + 1) / 2, alpha = coverage), ``render.json`` (source, up axis and the normalisation applied)
-    and ``gt_mesh.ply`` (the geometry exactly as rendered: compare reconstructions against it).
-    ``up``: the file's up axis (None: :func:`file_up_axis` picks it and the choice is logged).
-    ``normalize``: longest bounding-box side after :func:`normalize_mesh` (None: the file's coordinates).
-    A camera inside the mesh's bounding box is an error (see :func:`framing_problems`), nothing written.
-    """
-    out_dir = Path(out_dir)
-    source = str(mesh) if not isinstance(mesh, trimesh.Trimesh) else "<in-memory mesh>"
-    if not isinstance(mesh, trimesh.Trimesh):
-        up, why = file_up_axis(mesh, up)
-        log.info("reading %s as %s-up (%s; --up %s if it is not)", Path(mesh).name, up, why, "z" if up == "y" else "y")
-        mesh = load_mesh(mesh, up=up)
-    info = {"source": source, "up": up, "normalize": normalize}
-    if normalize is not None:
-        lo, hi = mesh.bounds
-        info.update(center=((lo + hi) / 2).tolist(), scale=float(normalize / np.max(hi - lo)))
-        mesh = normalize_mesh(mesh, normalize)
-    error, warning = framing_problems(mesh, cameras)
-    if error:
-        raise InputError(error)
-    if warning:
-        log.warning(warning)
-    renders = render_mesh(mesh, cameras, **render_kwargs)
-    views = Views([View(r.rgba, c, name=f"r_{i:03d}", is_input=(i == 0)) for i, (r, c) in enumerate(zip(renders, cameras))])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for view, r in zip(views, renders):
-        atomic_write_bytes(out_dir / f"{view.name}_depth.npy", _npy_bytes(r.depth))
-        normal_rgb = np.clip((r.normal + 1.0) * 0.5, 0.0, 1.0) * (r.rgba[..., 3:] > 0)
-        normal_rgba = np.concatenate([normal_rgb, r.rgba[..., 3:]], axis=-1)
-        atomic_write_bytes(out_dir / f"{view.name}_normal.png", png_bytes((normal_rgba * 255 + 0.5).astype(np.uint8)))
-    # The mesh exactly as rendered (up axis turned, normalised): the ground truth for `img2mesh metrics`.
-    atomic_write_bytes(out_dir / "gt_mesh.ply", trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).export(file_type="ply"))
-    atomic_write_text(out_dir / "render.json", json.dumps(info, indent=2))
-    write_views(views, out_dir)  # transforms.json last: the folder is complete once it exists
-    return views
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()

@@ -23,7 +23,7 @@ from nerfacc import OccGridEstimator
 
 from img2mesh.data.errors import InputError
 
-from ..config import OccupancyConfig
+from ..sections import OccupancyConfig
 from .rays import RayBatch, march_bounds
 
 log = logging.getLogger(__name__)

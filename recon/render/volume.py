@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from nerfacc import accumulate_along_rays, render_visibility_from_alpha, render_weight_from_alpha
 
+from ..fields.neus import neus_section_alpha
 from .rays import RayBatch
 
 WEIGHT_EPS = 1e-4  # samples whose weight is below this get no colour evaluation (their share is negligible)
@@ -56,16 +57,6 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tenso
     bin_b, bin_a = bins.gather(1, below), bins.gather(1, above)
     denom = torch.where(cdf_a - cdf_b < 1e-5, torch.ones_like(cdf_a), cdf_a - cdf_b)
     return bin_b + (u - cdf_b) / denom * (bin_a - bin_b)
-
-
-def neus_section_alpha(sdf_start: torch.Tensor, sdf_end: torch.Tensor, inv_s: torch.Tensor | float) -> torch.Tensor:
-    """NeuS's discrete opacity of a ray section from the SDF at its two ends (any matching shapes): the share of
-    the logistic CDF Phi(s) = sigmoid(inv_s * s) lost across it, (Phi(start) - Phi(end)) / Phi(start), in
-    [0, 1]. The one place NeuS's alpha is computed: rendering, importance sampling, visibility and the
-    occupancy grid all call it."""
-    start_cdf = torch.sigmoid(sdf_start * inv_s)
-    end_cdf = torch.sigmoid(sdf_end * inv_s)
-    return ((start_cdf - end_cdf + 1e-5) / (start_cdf + 1e-5)).clamp(0.0, 1.0)
 
 
 def neus_alpha(sdf: torch.Tensor, cos: torch.Tensor, dists: torch.Tensor, inv_s: torch.Tensor | float,

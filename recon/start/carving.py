@@ -29,7 +29,9 @@ from .hull import HullResult, carve_hull
 
 log = logging.getLogger(__name__)
 
-GRID_ERROR_PX = 0.75  # rim of exact masks beyond a strict hull (its grid's own error; measured 0.2-0.6 px)
+# Rim of exact masks beyond a strict hull (the carving grid's own error), subtracted before a disagreement
+# counts; a little above what exact renders show (experiments/README.md, "Robust carving").
+GRID_ERROR_PX = 0.75
 GROW_PER_PX = 1.5  # mask growth per pixel of measured disagreement, for the least trusted view
 MAX_GROW = 0.05  # growth is capped at this share of the image size (masks that far apart are not one object)
 
@@ -50,18 +52,34 @@ def mask_overreach(hull: HullResult, views: Views) -> np.ndarray:
     return np.asarray(reach)
 
 
+def carving_cube(views: Views) -> tuple[np.ndarray, float]:
+    """(centre [3], half side) of the cube the hull is carved in, from the cameras alone, so any world frame
+    works: centred where the cameras' optical axes pass closest (least squares), and reaching at least half the
+    cameras' median distance from there to each side (the [-1, 1] cube for cameras 2 units from the origin),
+    more for views wider than that: whatever a camera sees around the centre, in frame, lies inside. Rounded to
+    1e-6, so float noise in the poses does not move the grid."""
+    c2w = np.stack([v.camera.c2w for v in views])  # [V, 4, 4]
+    origins, forward = c2w[:, :3, 3], -c2w[:, :3, 2]  # OpenGL cameras look along -z
+    across = np.eye(3)[None] - forward[:, :, None] * forward[:, None, :]  # [V, 3, 3]: projects out each axis
+    center = np.linalg.lstsq(across.sum(axis=0), np.einsum("vij,vj->i", across, origins), rcond=None)[0]
+    distance = float(np.median(np.linalg.norm(origins - center, axis=1)))
+    widest = max(np.tan(v.camera.fov_x / 2.0) for v in views)
+    return np.round(center, 6) + 0.0, round(distance * max(0.5, widest), 6)  # + 0.0: no negative zeros
+
+
 def robust_carving(cfg, views: Views, confidence: np.ndarray) -> tuple[HullResult, dict]:
     """The hull carved as ``cfg`` (recon.init) says, an ``auto`` growth set from the masks' disagreement with
     a hull carved without it; returns (hull, what was chosen: share, grown pixels, measured disagreement)."""
     weights = np.asarray(confidence, dtype=np.float64)
+    center, half = carving_cube(views)
     share = 0.0 if cfg.hull_tolerance == "auto" else float(cfg.hull_tolerance)  # auto: no share (module doc)
     info = {"hull_tolerance": share}
     if cfg.hull_tolerance_px != "auto":
         grow = float(cfg.hull_tolerance_px)
-        hull = carve_hull(views, cfg.hull_resolution, 1.0, tolerance=share, weights=weights,
+        hull = carve_hull(views, cfg.hull_resolution, half, center=center, tolerance=share, weights=weights,
                           grow_px=trust_scaled(grow, weights))
         return hull, {**info, "hull_grow_px": grow}
-    first = carve_hull(views, cfg.hull_resolution, 1.0, tolerance=share, weights=weights)
+    first = carve_hull(views, cfg.hull_resolution, half, center=center, tolerance=share, weights=weights)
     disagreement = float(np.median(mask_overreach(first, views))) - GRID_ERROR_PX
     size = min(v.camera.width for v in views)
     grow = max(0.0, min(GROW_PER_PX * disagreement, MAX_GROW * size))
@@ -70,7 +88,7 @@ def robust_carving(cfg, views: Views, confidence: np.ndarray) -> tuple[HullResul
         return first, info
     log.info("the views' masks disagree by about %.1f px: growing the doubted views' masks by up to %.1f px",
              disagreement, grow)
-    return carve_hull(views, cfg.hull_resolution, 1.0, tolerance=share, weights=weights,
+    return carve_hull(views, cfg.hull_resolution, half, center=center, tolerance=share, weights=weights,
                       grow_px=trust_scaled(grow, weights)), info
 
 

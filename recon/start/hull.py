@@ -1,7 +1,7 @@
 """Silhouette carving (visual hull): the `hull` baseline, and bounds / initial shape for the optimisers.
 
-Every grid node over [-bounds, bounds]^3 (the meshing.py grid convention) is projected into every view and
-the view's alpha is sampled there (bilinear). The *soft hull* field is the minimum of those samples over
+Every grid node of a cube (``center`` +- ``bounds``: where the cameras look, recon/start/carving.py; the
+meshing.py grid convention) is projected into every view and the view's alpha is sampled there (bilinear). The *soft hull* field is the minimum of those samples over
 the views; the hull is where it is >= ``threshold`` (0.5), and its mesh is that level set (sub-voxel
 silhouettes, not voxel stair-steps).
 
@@ -14,7 +14,7 @@ not evidence).
 Views that disagree (generated views: a few degrees of pose, a few pixels of shape) must not carve a true
 part away, so carving can be robust: each view's mask may be grown by a tolerance in pixels before it is
 sampled, and a point is empty only when views holding more than a ``tolerance`` share of the total
-confidence (``weights``) see it as background. ``robust_carving`` (recon/carving.py) sets both from how much
+confidence (``weights``) see it as background. ``robust_carving`` (recon/start/carving.py) sets both from how much
 the masks actually disagree.
 """
 from __future__ import annotations
@@ -29,16 +29,20 @@ import trimesh
 from img2mesh.data.errors import InputError
 from img2mesh.data.views import Views
 
+from ..fields.box import FieldBox
 from ..mesh.meshing import grid_points, mesh_from_grid
 
 
 @dataclass
 class HullResult:
-    occupancy: np.ndarray  # [R, R, R] bool: grid nodes over [-bounds, bounds]^3 inside every silhouette
+    occupancy: np.ndarray  # [R, R, R] bool: the carved cube's grid nodes inside every silhouette
     bounds: float  # half-size of the carved cube
     mesh: trimesh.Trimesh  # level set of the soft hull at the carving threshold
     soft: np.ndarray  # [R, R, R] float32: min over views of the sampled alpha
-    sdf_grid: np.ndarray  # [R, R, R] float32: signed distance to the hull, world units, positive outside
+    # [R, R, R] float32: signed distance between the carving grid's nodes (the occupancy's distance transform),
+    # world units, positive outside: accurate to about a voxel
+    node_sdf: np.ndarray
+    center: np.ndarray = field(default_factory=lambda: np.zeros(3))  # [3] the carved cube's centre, world units
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -49,17 +53,20 @@ class HullResult:
     def voxel_size(self) -> float:
         return 2.0 * self.bounds / (self.resolution - 1)
 
-    def hull_sdf(self, points: torch.Tensor) -> torch.Tensor:
+    def coarse_sdf(self, points: torch.Tensor) -> torch.Tensor:
         """Signed distance [N] (positive outside, world units) at ``points`` [N, 3], trilinear in the grid;
         beyond the carved cube the distance to the cube is added. Accurate to about one voxel (it is
         the distance transform of the node occupancy), enough to initialise an SDF and bound samples."""
-        inside = self._sample("sdf_grid", points, padding="border")
-        beyond = (points.abs() - self.bounds).clamp(min=0).norm(dim=-1)
+        inside = self._sample("node_sdf", points, padding="border")
+        beyond = ((points - self._center(points)).abs() - self.bounds).clamp(min=0).norm(dim=-1)
         return inside + beyond
 
     def soft_at(self, points: torch.Tensor) -> torch.Tensor:
         """The soft hull [N] at ``points`` [N, 3], trilinear: its 0.5 level is the hull mesh (0 beyond the cube)."""
         return self._sample("soft", points, padding="zeros")
+
+    def _center(self, points: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.center, dtype=points.dtype, device=points.device)
 
     def _sample(self, name: str, points: torch.Tensor, padding: str) -> torch.Tensor:
         """Trilinear sample of the node grid ``name`` (an [R, R, R] attribute) at ``points`` [N, 3]."""
@@ -69,24 +76,8 @@ class HullResult:
             self._cache[key] = torch.as_tensor(getattr(self, name), device=points.device, dtype=points.dtype)[None, None]
         grid = self._cache[key]  # [1, 1, X, Y, Z]
         # grid_sample's (x, y, z) index (W, H, D) = our (iz, iy, ix).
-        coords = (points / self.bounds).flip(-1).reshape(1, -1, 1, 1, 3)
+        coords = ((points - self._center(points)) / self.bounds).flip(-1).reshape(1, -1, 1, 1, 3)
         return F.grid_sample(grid, coords, mode="bilinear", padding_mode=padding, align_corners=True).reshape(-1)
-
-
-@dataclass
-class Bounds:
-    """A box and a sphere that enclose the object."""
-
-    aabb_min: np.ndarray  # [3]
-    aabb_max: np.ndarray  # [3]
-
-    @property
-    def center(self) -> np.ndarray:  # [3]
-        return (self.aabb_min + self.aabb_max) / 2.0
-
-    @property
-    def radius(self) -> float:
-        return float(np.linalg.norm(self.aabb_max - self.aabb_min) / 2.0)
 
 
 def grown_mask(alpha: np.ndarray, pixels: float) -> np.ndarray:
@@ -182,6 +173,7 @@ def carve_hull(
     resolution: int = 128,
     bounds: float = 1.0,
     *,
+    center=(0.0, 0.0, 0.0),
     threshold: float = 0.5,
     keep_components: int = 1,
     device="cpu",
@@ -189,12 +181,13 @@ def carve_hull(
     weights=None,
     grow_px=None,
 ) -> HullResult:
-    """Carve a ``resolution``^3 grid over [-bounds, bounds]^3 with every view's mask (alpha >= ``threshold``);
+    """Carve a ``resolution``^3 grid over the cube ``center`` +- ``bounds`` with every view's mask (alpha >= ``threshold``);
     ``tolerance``, ``weights``, ``grow_px``: how far views may disagree about a node before it is carved
     (see soft_hull)."""
     from scipy import ndimage
 
-    points = grid_points(-bounds, bounds, resolution, device=device)  # [R^3, 3]
+    center = np.asarray(center, dtype=np.float64)
+    points = grid_points(center - bounds, center + bounds, resolution, device=device)  # [R^3, 3]
     soft = soft_hull(views, points, threshold, tolerance=tolerance, weights=weights, grow_px=grow_px)
     soft = soft.reshape(resolution, resolution, resolution).cpu().numpy()
     occupancy = soft >= threshold
@@ -202,23 +195,26 @@ def carve_hull(
         raise InputError("the views' silhouettes do not overlap anywhere inside the bounds: check that the masks "
                          "are not empty and the camera poses are right (object at the origin), or let some views "
                          "disagree with recon.init.hull_tolerance=0.25")
-    mesh = mesh_from_grid(soft, -bounds, bounds, threshold, inside="above", keep_components=keep_components)
+    mesh = mesh_from_grid(soft, center - bounds, center + bounds, threshold, inside="above",
+                          keep_components=keep_components)
     # Signed distance between node centres: half a voxel short of either side's nearest node.
     voxel = 2.0 * bounds / (resolution - 1)
     outside = ndimage.distance_transform_edt(~occupancy)
     inside = ndimage.distance_transform_edt(occupancy)
     sdf = np.where(occupancy, -(inside - 0.5), outside - 0.5) * voxel
     return HullResult(occupancy=occupancy, bounds=float(bounds), mesh=mesh, soft=soft.astype(np.float32),
-                      sdf_grid=sdf.astype(np.float32))
+                      node_sdf=sdf.astype(np.float32), center=center)
 
 
-def estimate_bounds(views: Views, resolution: int = 64, margin: float = 0.05, bounds: float = 1.0,
-                    hull: HullResult | None = None) -> Bounds:
-    """A box around the carved hull, grown by one voxel plus ``margin`` (world units) on every side.
-
-    Pass an existing ``hull`` to reuse it; else one is carved at ``resolution``."""
-    hull = hull if hull is not None else carve_hull(views, resolution, bounds)
+def hull_box(hull: HullResult, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(min [3], max [3]) float64: the box around the hull's nodes, grown by one voxel plus ``margin`` (world
+    units) on every side."""
     idx = np.argwhere(hull.occupancy)
-    lo = -hull.bounds + idx.min(axis=0) * hull.voxel_size - hull.voxel_size - margin
-    hi = -hull.bounds + idx.max(axis=0) * hull.voxel_size + hull.voxel_size + margin
-    return Bounds(aabb_min=lo.astype(np.float64), aabb_max=hi.astype(np.float64))
+    lo = hull.center - hull.bounds + idx.min(axis=0) * hull.voxel_size - hull.voxel_size - margin
+    hi = hull.center - hull.bounds + idx.max(axis=0) * hull.voxel_size + hull.voxel_size + margin
+    return lo.astype(np.float64), hi.astype(np.float64)
+
+
+def estimate_bounds(views: Views, resolution: int = 64, margin: float = 0.05, bounds: float = 1.0) -> FieldBox:
+    """The box around the hull carved from ``views`` at ``resolution`` (:func:`hull_box`)."""
+    return FieldBox(*hull_box(carve_hull(views, resolution, bounds), margin))

@@ -1,5 +1,5 @@
 """The start of every reconstruction, as a step of its own: views -> carved hull, the box the field lives in,
-and the hull-initialised signed distance with the priors for what no camera sees (recon/unseen.py).
+and the hull-initialised signed distance with the priors for what no camera sees (recon/start/unseen.py).
 
     start = prepare_start(cfg.recon.init, views, resolution=128)
     reconstruct(cfg.recon, views, out_dir, start=start)
@@ -27,30 +27,32 @@ from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_bytes
 from img2mesh.data.views import Views
 
-from ..config import InitConfig
+from ..sections import InitConfig
 from ..fields.grid import DenseGrid
 from .carving import robust_carving
-from .hull import HullResult, estimate_bounds
+from .hull import HullResult, hull_box
 from ..mesh.io import raycasting_scene
 from ..mesh.meshing import grid_points
 from .unseen import fill_unseen, relax_unseen_base
 
 START_NAME = "start.pt"
-START_FORMAT = "img2mesh-start/2"
+START_FORMAT = "img2mesh-start/3"
 
 
 @dataclass
 class Start:
-    hull: HullResult  # the carved hull over [-1, 1]^3
+    hull: HullResult  # the carved hull (over a cube where the cameras look)
     box: tuple[np.ndarray, np.ndarray]  # [3], [3] float32: where the field lives (hull box + margin, or sphere)
     margin: float  # world units rays and the mesh may reach beyond the hull (hull_margin hull voxels)
     up: np.ndarray  # [3] unit: the world's up as the cameras see it
     cameras: np.ndarray  # [C, 3] camera centres
-    sdf: torch.Tensor | None  # [R^3] initial signed distance at the vertices of an R^3 grid over box (or None)
+    # [R^3] the methods' starting signed distance at the vertices of an R^3 grid over box: the hull's, its
+    # unseen parts replaced by the priors (None: a blank start)
+    initial_sdf: torch.Tensor | None
     resolution: int  # R (0 when sdf is None)
     key: str  # what it was computed from (init config, resolution, views, their confidence)
     seconds: float  # how long it took to compute
-    carving: dict = dataclasses.field(default_factory=dict)  # the hull's tolerances as chosen (recon/carving.py)
+    carving: dict = dataclasses.field(default_factory=dict)  # the hull's tolerances as chosen (recon/start/carving.py)
 
 
 def views_digest(views: Views) -> str:
@@ -81,7 +83,7 @@ def prepare_start(cfg: InitConfig, views: Views, resolution: int | None = None, 
     up = mean_up(views.cameras)
     sdf = None
     if resolution and cfg.shape == "hull":
-        sdf = hull_init_sdf(cfg, hull, box, resolution, torch.from_numpy(cameras), torch.from_numpy(up).float())
+        sdf = compute_initial_sdf(cfg, hull, box, resolution, torch.from_numpy(cameras), torch.from_numpy(up).float())
     elif cfg.shape not in ("hull", "blank"):
         raise InputError(f"unknown recon.init.shape {cfg.shape!r}: use hull or blank")
     return Start(hull, box, cfg.hull_margin * hull.voxel_size, up, cameras, sdf, int(resolution) if sdf is not None else 0,
@@ -91,20 +93,20 @@ def prepare_start(cfg: InitConfig, views: Views, resolution: int | None = None, 
 def field_box(cfg: InitConfig, hull: HullResult) -> tuple[np.ndarray, np.ndarray]:
     """The box the grids cover and rays are clipped to: the hull's box (+ margin), or the bounding sphere's."""
     if cfg.bounds == "hull":
-        b = estimate_bounds(None, hull=hull, margin=cfg.hull_margin * hull.voxel_size)
-        return b.aabb_min.astype(np.float32), b.aabb_max.astype(np.float32)
+        lo, hi = hull_box(hull, cfg.hull_margin * hull.voxel_size)
+        return lo.astype(np.float32), hi.astype(np.float32)
     if cfg.bounds == "sphere":
         r = cfg.sphere_radius
         return np.full(3, -r, np.float32), np.full(3, r, np.float32)
     raise InputError(f"unknown recon.init.bounds {cfg.bounds!r}: use hull or sphere")
 
 
-def hull_init_sdf(cfg: InitConfig, hull: HullResult, box, resolution: int, cameras: torch.Tensor,
-                  up: torch.Tensor) -> torch.Tensor:
-    """The hull's signed distance at the vertices of a ``resolution``^3 grid over ``box`` [R^3], its unseen base
-    relaxed and the rest of its unseen surface filled (recon/unseen.py)."""
+def compute_initial_sdf(cfg: InitConfig, hull: HullResult, box, resolution: int, cameras: torch.Tensor,
+                        up: torch.Tensor) -> torch.Tensor:
+    """``Start.initial_sdf``: the hull mesh's signed distance at the vertices of a ``resolution``^3 grid over
+    ``box`` [R^3], its unseen base relaxed and the rest of its unseen surface filled (recon/start/unseen.py)."""
     lo, hi = box
-    sdf = hull_signed_distance(hull, grid_points(lo, hi, resolution))
+    sdf = hull_mesh_sdf(hull, grid_points(lo, hi, resolution))
     grid = DenseGrid(resolution, 1, lo, hi, sdf[:, None], trainable=False)
     if cfg.base_relax_steps > 0:
         relax_unseen_base(grid, cameras, cfg.base_relax_steps, min_size=cfg.base_relax_min_size, up=up)
@@ -113,7 +115,7 @@ def hull_init_sdf(cfg: InitConfig, hull: HullResult, box, resolution: int, camer
     return grid.values[:, 0].clone()
 
 
-def hull_signed_distance(hull: HullResult, points: torch.Tensor, band_voxels: float = 3.0) -> torch.Tensor:
+def hull_mesh_sdf(hull: HullResult, points: torch.Tensor, band_voxels: float = 3.0) -> torch.Tensor:
     """Signed distance [N] to the hull's *mesh* (the soft hull's sub-voxel level set) near its surface, and the
     carved grid's distance transform further out (cheap, and only a starting point there).
 
@@ -124,7 +126,7 @@ def hull_signed_distance(hull: HullResult, points: torch.Tensor, band_voxels: fl
     """
     import open3d as o3d
 
-    sdf = hull.hull_sdf(points)
+    sdf = hull.coarse_sdf(points)
     band = torch.nonzero(sdf.abs() < band_voxels * hull.voxel_size).squeeze(1)
     if len(band):
         scene = raycasting_scene(hull.mesh.vertices, hull.mesh.faces)
@@ -153,9 +155,9 @@ def save_start(path, start: Start) -> None:
     blob = {"format": START_FORMAT, "key": start.key, "seconds": start.seconds, "margin": start.margin,
             "carving": json.dumps(start.carving),
             "box": [torch.from_numpy(b) for b in start.box], "up": torch.from_numpy(start.up),
-            "cameras": torch.from_numpy(start.cameras), "sdf": start.sdf, "resolution": start.resolution,
-            "hull": {"occupancy": torch.from_numpy(h.occupancy), "bounds": h.bounds, "soft": torch.from_numpy(h.soft),
-                     "sdf_grid": torch.from_numpy(h.sdf_grid), "vertices": torch.from_numpy(np.asarray(h.mesh.vertices)),
+            "cameras": torch.from_numpy(start.cameras), "initial_sdf": start.initial_sdf, "resolution": start.resolution,
+            "hull": {"occupancy": torch.from_numpy(h.occupancy), "bounds": h.bounds, "center": torch.from_numpy(h.center), "soft": torch.from_numpy(h.soft),
+                     "node_sdf": torch.from_numpy(h.node_sdf), "vertices": torch.from_numpy(np.asarray(h.mesh.vertices)),
                      "faces": torch.from_numpy(np.asarray(h.mesh.faces))}}
     buf = io.BytesIO()
     torch.save(blob, buf)
@@ -173,7 +175,7 @@ def load_start(path, key: str) -> Start | None:
     h = blob["hull"]
     hull = HullResult(occupancy=h["occupancy"].numpy(), bounds=float(h["bounds"]),
                       mesh=trimesh.Trimesh(h["vertices"].numpy(), h["faces"].numpy(), process=False),
-                      soft=h["soft"].numpy(), sdf_grid=h["sdf_grid"].numpy())
+                      soft=h["soft"].numpy(), node_sdf=h["node_sdf"].numpy(), center=h["center"].numpy())
     return Start(hull, tuple(b.numpy() for b in blob["box"]), float(blob["margin"]), blob["up"].numpy(),
-                 blob["cameras"].numpy(), blob["sdf"], int(blob["resolution"]), key, float(blob["seconds"]),
+                 blob["cameras"].numpy(), blob["initial_sdf"], int(blob["resolution"]), key, float(blob["seconds"]),
                  json.loads(blob.get("carving", "{}")))

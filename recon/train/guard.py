@@ -18,7 +18,7 @@ from img2mesh.data.errors import DivergedError
 
 
 @dataclass
-class Snapshot:
+class HealthyState:
     step: int
     model: dict  # the field's and the per-view corrections' states
     optimizer: dict
@@ -35,7 +35,7 @@ class Guard:
         self.best_psnr = -math.inf
         self.rollbacks = 0
         self.lr_scale = 1.0
-        self.snapshot: Snapshot | None = None
+        self.snapshot: HealthyState | None = None
         self.last_problem = ""
 
     def due(self, done: int) -> bool:
@@ -54,11 +54,11 @@ class Guard:
 
     def remember(self, step: int, psnr: float, model, optimizer, generator, grid_resolutions, occupancy) -> None:
         self.best_psnr = max(self.best_psnr, psnr)
-        self.snapshot = Snapshot(step, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
+        self.snapshot = HealthyState(step, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
                                  generator.get_state(), dict(grid_resolutions),
                                  None if occupancy is None else copy.deepcopy(occupancy.state_dict()))
 
-    def give_up_or_roll_back(self, step: int, problem: str) -> Snapshot:
+    def give_up_or_roll_back(self, step: int, problem: str) -> HealthyState:
         """The healthy state to go back to (its learning rate lowered), or DivergedError when none is left."""
         self.last_problem = problem
         if self.snapshot is None or self.rollbacks >= self.cfg.max_rollbacks:

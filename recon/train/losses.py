@@ -87,19 +87,6 @@ def sparsity_loss(opacity: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return (opacity * off).sum() / off.sum().clamp_min(1.0)
 
 
-def surface_area(occ: torch.Tensor, voxel_size: float) -> torch.Tensor:
-    """Area (world units^2) of an occupancy grid's surface: its isotropic total variation.
-
-    occ [n, 4]: occupancy at the n grid vertices where it varies and at their +x, +y, +z neighbours (a
-    vertex with all four equal adds nothing). Minimising it is mean-curvature flow: where no view constrains
-    the surface (an underside no camera of a ring sees), it moves towards the smallest surface the
-    silhouettes allow instead of keeping the carved hull's cone or wedge.
-    """
-    assert occ.dim() == 2 and occ.shape[1] == 4, f"occ must be [n, 4], got {tuple(occ.shape)}"
-    g = occ[:, 1:] - occ[:, :1]
-    return torch.sqrt((g * g).sum(dim=-1) + 1e-12).sum() * voxel_size**2
-
-
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     """PSNR in dB of images in [0, 1]."""
     mse = float(((pred.detach() - target.detach()) ** 2).mean())

@@ -18,20 +18,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_write_bytes
 from img2mesh.data.progress import progress
 
-from . import losses as L
-from ..config import GENERIC_LOSSES, ReconConfig, check_losses
+from ..fields.grid import grid_resolutions, match_grids
 from ..render.rays import RayBatch, RaySampler, jittered_patch_rays
-from .schedules import learning_rate_factor, loss_weight
-from .guard import Guard
-from ..methods.base import Method, grid_resolutions, match_grids
-from .view_corrections import ViewCorrections
 from ..render.volume import RenderOutput
+from ..sections import GENERIC_LOSSES, check_losses
+from . import losses as L
+from .guard import Guard
+from .schedules import learning_rate_factor, loss_weight
+from .view_corrections import ViewCorrections
+
+if TYPE_CHECKING:  # the loop is given the config and the method; it imports neither
+    from ..config import ReconConfig
+    from ..methods.base import Method
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -173,7 +179,7 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
                                       max(sampler.bank.height, sampler.bank.width))
     optimizer = new_optimizer()
     guard = Guard(cfg.guard, pixel_size)
-    start, ckpt_path = 0, out_dir / CHECKPOINT_NAME
+    first_step, ckpt_path = 0, out_dir / CHECKPOINT_NAME
     cfg_json = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -186,17 +192,17 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
             if occupancy is not None and ckpt.get("occupancy") is not None:
                 occupancy.load_state_dict(ckpt["occupancy"])
             guard.load_state_dict(ckpt["guard"])
-            start = int(ckpt["step"])
-            log.info("resuming reconstruction from step %d", start)
+            first_step = int(ckpt["step"])
+            log.info("resuming reconstruction from step %d", first_step)
         else:
             log.warning("ignoring %s: it was written with another recon config", ckpt_path)
-    if start:  # a checkpoint is written only after a passed check: the resumed state is a healthy one
-        guard.remember(start, guard.best_psnr, model, optimizer, generator, grid_resolutions(field), occupancy)
+    if first_step:  # a checkpoint is written only after a passed check: the resumed state is a healthy one
+        guard.remember(first_step, guard.best_psnr, model, optimizer, generator, grid_resolutions(field), occupancy)
     upsample_step, upsample_grid, upsample_to = method.coarse_to_fine(cfg)
     t0, psnrs, terms = time.time(), [], {}
-    end = cfg.steps if stop_at is None else max(start, min(cfg.steps, int(stop_at)))
-    bar = progress(total=cfg.steps, desc=f"recon {cfg.method}", initial=start)
-    step = start
+    end = cfg.steps if stop_at is None else max(first_step, min(cfg.steps, int(stop_at)))
+    bar = progress(total=cfg.steps, desc=f"recon {cfg.method}", initial=first_step)
+    step = first_step
     while step < end:
         if step == upsample_step:
             getattr(field, upsample_grid).resample(upsample_to)
@@ -254,4 +260,4 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
     bar.close()
     live = {**method.live_stats(field), "rollbacks": guard.rollbacks, **corrections.summary()}
     return TrainResult(end, time.time() - t0, sum(psnrs) / max(1, len(psnrs)),
-                       {k: float(v.detach()) for k, v in terms.items()}, start, live)
+                       {k: float(v.detach()) for k, v in terms.items()}, first_step, live)
