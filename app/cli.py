@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--elevation", type=float, help="camera elevation in degrees of images the list gives none")
     p.add_argument("--model", help="Zero-1-to-3 weights: hub id, diffusers folder or LDM .ckpt")
     _common(p, out_help="batch folder: one run folder per image and summary.csv", resume=False)
+    p = sub.add_parser("demo", help="the whole chain in about a minute with a tiny random model, no download "
+                                    "(checks an installation; the views are noise)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (0 = torch's default)")
+    _common(p, config=False, out_help="run directory to create (default runs/demo/<time>)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("scenes", help="list the scenes --scene can use and where they come from")
     p.add_argument("--scene-root", type=Path, help="folder searched first")
     _common(p, config=False, out_help="also write the list as scenes.json into this folder")
@@ -273,6 +278,18 @@ def cmd_batch(args) -> int:
     return result.exit_code
 
 
+def cmd_demo(args) -> int:
+    from img2mesh.api import default_out
+
+    from .demo import NOTICE, run_demo
+
+    result = run_demo(args.out or default_out("demo"), quiet=args.quiet, threads=args.threads)
+    _print_result(args, result)
+    if not args.json:
+        print(f"note: {NOTICE}")
+    return 0
+
+
 def cmd_scenes(args) -> int:
     from img2mesh.data.io import atomic_write_text
     from img2mesh.data.scenes import list_scenes
@@ -360,6 +377,7 @@ COMMANDS = {
     "recon": cmd_recon,
     "export": cmd_export,
     "batch": cmd_batch,
+    "demo": cmd_demo,
     "scenes": cmd_scenes,
     "convert": cmd_convert,
     "render": cmd_render,
