@@ -122,3 +122,29 @@ def test_the_divergence_hint_trains_through(suzanne_views, tmp_path, monkeypatch
     result = reconstruct(dataclasses.replace(cfg, neus=dataclasses.replace(neus, lr=lr)), suzanne_views,
                          tmp_path / "lower")
     assert result.stats["rollbacks"] <= cfg.guard.max_rollbacks and (tmp_path / "lower" / "field.pt").is_file()
+
+
+def test_the_old_field_hint_retrains_it(shared, tmp_path, capsys):
+    import torch
+
+    from img2mesh.cli import main
+
+    views, run = tmp_path / "views", tmp_path / "run"
+    assert main(["render", str(shared / "meshes" / "suzanne.obj"), "--up", "y", "--normalize", "1", "--layout",
+                 "ring8", "--size", "32", "--out", str(views), "-q"]) == 0
+    small = ["recon.steps=10", "recon.rays_per_batch=256", "recon.checkpoint_every=0", "recon.init.hull_resolution=32",
+             "recon.neus.resolution=32", "recon.neus.color_resolution=16", "export.mesh.resolution=32",
+             "export.turntable_frames=4", "export.texture=false"]
+    assert main(["recon", "--views", str(views), "--out", str(run), "-q", *small]) == 0
+    field = run / "recon" / "field.pt"
+    blob = torch.load(field, weights_only=True)
+    torch.save({**blob, "format": "img2mesh-field/1"}, field)  # as an older version wrote it
+    capsys.readouterr()
+    assert main(["export", str(run), "-q", "export.mesh.resolution=24"]) == 2  # re-meshing loads the field
+    err = capsys.readouterr().err
+    assert "written by an older img2mesh" in err and f"delete it and give the command that made its run again " \
+        f"with --resume {run} instead of --out" in err
+    field.unlink()
+    assert main(["recon", "--views", str(views), "--resume", str(run), "-q", *small]) == 0  # the hint, followed
+    assert torch.load(field, weights_only=True)["format"] != "img2mesh-field/1"
+    assert main(["export", str(run), "-q", "export.mesh.resolution=24"]) == 0
