@@ -135,3 +135,17 @@ def test_the_one_time_rembg_message_only_before_the_first_compilation(tmp_path, 
     (package / "__pycache__").mkdir()
     (package / "__pycache__" / "util.f-1.py311.nbi").write_bytes(b"")
     assert background._compiled_before()
+
+
+def test_the_readme_says_what_the_command_line_says():
+    """README and --help describe --normalize-pred alike, and count the presets' views as the run's warning does
+    (the ring's views, the input among them, and the new ones)."""
+    from pathlib import Path
+
+    from img2mesh.config import load_config
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert cli_module.NORMALIZE_PRED_HELP.removeprefix("map ") in readme
+    for preset in ("default", "cpu"):
+        views = load_config(preset).diffusion.num_views
+        assert f"{views} views (the input and {views - 1} new ones)" in readme, preset
