@@ -148,3 +148,31 @@ def test_the_old_field_hint_retrains_it(shared, tmp_path, capsys):
     assert main(["recon", "--views", str(views), "--resume", str(run), "-q", *small]) == 0  # the hint, followed
     assert torch.load(field, weights_only=True)["format"] != "img2mesh-field/1"
     assert main(["export", str(run), "-q", "export.mesh.resolution=24"]) == 0
+
+
+def test_the_silhouettes_hint_on_a_random_models_views(shared, tmp_path, capsys):
+    """The case users hit: a tiny random Zero-1-to-3's views of pikachu, masked by rembg, agree on nothing."""
+    from img2mesh.cli import main
+    from img2mesh.data.config import DataConfig
+    from img2mesh.data.images import load_image
+    from img2mesh.data.preprocess import preprocess
+    from img2mesh.data.scenes import read_scene
+    from img2mesh.data.views import write_views
+    from img2mesh.diffusion import DiffusionConfig, build_random_zero123, generate_views
+
+    scene = read_scene(shared / "scenes" / "nerf_wild" / "pikachu")
+    image = load_image(scene.image_path)
+    prepared = preprocess(image.rgb, image.alpha, scene.camera, DataConfig())
+    views = generate_views(DiffusionConfig(num_views=6, steps=2), prepared, model=build_random_zero123("tiny"),
+                           seed=0)
+    write_views(views, tmp_path / "views")
+    small = ["recon.steps=10", "recon.image_size=64", "recon.rays_per_batch=256", "recon.checkpoint_every=0",
+             "recon.init.hull_resolution=32", "recon.neus.resolution=32", "recon.neus.color_resolution=16",
+             "export.mesh.resolution=32", "export.turntable_frames=4", "export.texture=false"]
+    command = ["recon", "--views", str(tmp_path / "views"), "-q", *small]
+    assert main([*command, "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "silhouettes do not overlap" in err
+    share = suggested(err, "recon.init.hull_tolerance")
+    assert main([*command, "--out", str(tmp_path / "run"), f"recon.init.hull_tolerance={share}"]) == 0
+    assert (tmp_path / "run" / "mesh.ply").is_file()
