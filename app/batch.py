@@ -206,8 +206,11 @@ class Worker:
             if not isinstance(e, Img2MeshError):
                 log.warning("%s failed with an unexpected error", item.image, exc_info=True)
             _free_memory()
-        row["seconds"] = round(time.perf_counter() - t0, 3)
-        row.update(stage_seconds(run_dir))
+        times = stage_seconds(run_dir)
+        row.update(times)
+        # an ok run's total is its stages' recorded times, like the columns beside it (a rerun that skipped them
+        # took almost nothing but made nothing either); a failed one has the seconds it spent failing
+        row["seconds"] = round(sum(times.values()) if row["status"] == "ok" else time.perf_counter() - t0, 3)
         return row
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ log = logging.getLogger("img2mesh")
 EPILOG = "Trailing key=value arguments override the config, e.g. `seed=1 recon.steps=500 diffusion.num_views=12`."
 
 
+NORMALIZE_PRED_HELP = ("map PRED by its own bounding box (centred, longest side 1), as GT is mapped by its own, "
+                       "instead of by GT's: for reconstructions whose scale and position are arbitrary")
 
 
 def _common(p: argparse.ArgumentParser, config: bool = True, out_help: str = "run directory to create",
@@ -30,8 +33,8 @@ def _common(p: argparse.ArgumentParser, config: bool = True, out_help: str = "ru
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info messages")
     p.add_argument("--verbose", "-v", action="store_true", help="debug messages")
     if config:
-        p.add_argument("--config", "-c", help="preset name (default, cpu, reference) or a YAML file; with --resume "
-                                              "its settings go on top of the run's saved config")
+        p.add_argument("--config", "-c", help="preset name (default, cpu, reference) or a YAML file"
+                       + ("; with --resume its settings go on top of the run's saved config" if resume else ""))
         p.add_argument("--threads", type=int, metavar="N",
                        help="CPU threads for torch (config key `threads`; 0 = torch's default, one per core)")
         if resume:
@@ -40,8 +43,10 @@ def _common(p: argparse.ArgumentParser, config: bool = True, out_help: str = "ru
                                 "are intact are skipped")
         if rerun:
             p.add_argument("--rerun", action="append", default=[], choices=STAGES, metavar="STAGE",
-                           help="with --resume: let STAGE (views or recon) and the stages after it run again when "
-                                "changed settings make a finished one out of date")
+                           help=("with --resume: let STAGE (views or recon) and the stages after it run again when "
+                                 "changed settings make a finished one out of date" if resume else
+                                 "in run folders a finished batch left: let STAGE (views or recon) and the stages "
+                                 "after it run again when changed settings make a finished one out of date"))
             p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
@@ -77,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("export", help="(re)mesh and export a run's trained field", epilog=EPILOG)
     p.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="the run (or --out RUN_DIR)")
-    _common(p, out_help="the run directory to export (same as RUN_DIR)", rerun=False)
+    _common(p, out_help="the run directory to export (same as RUN_DIR)", resume=False, rerun=False)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("batch", help="one run per image of a folder, glob or list, here or on a Ray cluster",
                        epilog=EPILOG)
@@ -88,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--elevation", type=float, help="camera elevation in degrees of images the list gives none")
     p.add_argument("--model", help="Zero-1-to-3 weights: hub id, diffusers folder or LDM .ckpt")
     _common(p, out_help="batch folder: one run folder per image and summary.csv", resume=False)
+    p = sub.add_parser("demo", help="the whole chain in about a minute with a tiny random model, no download "
+                                    "(checks an installation; the views are noise)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (0 = torch's default)")
+    _common(p, config=False, out_help="run directory to create (default runs/demo/<time>)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("scenes", help="list the scenes --scene can use and where they come from")
     p.add_argument("--scene-root", type=Path, help="folder searched first")
     _common(p, config=False, out_help="also write the list as scenes.json into this folder")
@@ -116,13 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metrics", help="Chamfer, F-score and volume IoU of a mesh against ground truth")
     p.add_argument("pred", type=Path)
     p.add_argument("gt", type=Path)
-    p.add_argument("--pred-up", choices=("y", "z"), help="up axis of PRED (default: z for img2mesh's own "
-                                                         "outputs, y otherwise)")
-    p.add_argument("--gt-up", choices=("y", "z"), help="up axis of GT (default: z for img2mesh's own outputs, "
-                                                       "y otherwise)")
+    p.add_argument("--pred-up", choices=("y", "z"), help="up axis of PRED (default: decided by scoring both "
+                                                         "readings; the files' conventions are the first guess)")
+    p.add_argument("--gt-up", choices=("y", "z"), help="up axis of GT (default: decided by scoring both readings)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--normalize-pred", action="store_true",
-                   help="normalise PRED by its own bounding box too (single-image reconstructions)")
+    p.add_argument("--normalize-pred", action="store_true", help=NORMALIZE_PRED_HELP)
     _common(p, config=False, out_help="also write metrics.json into this folder")
 
     p = sub.add_parser("eval", help="evaluation: `eval nvs` (against ground truth), `eval consistency`")
@@ -151,6 +159,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene-root", type=Path, help="folder searched first for scenes")
     _common(p, out_help="folder the runs are written into (default runs/web)", resume=False, rerun=False)
     return parser
+
+
+# The flags' own ranges, checked before anything is loaded: (flag, attribute, accepted, what the range is).
+FLAG_RANGES = (
+    ("--elevation", "elevation", lambda v: -90.0 <= v <= 90.0, "in [-90, 90] degrees"),
+    ("--fov", "fov", lambda v: 0.0 < v < 180.0, "in (0, 180) degrees"),
+    ("--radius", "radius", lambda v: v > 0.0, "positive"),
+    ("--size", "size", lambda v: v >= 16, "at least 16 pixels"),
+    ("--normalize", "normalize", lambda v: v > 0.0, "a positive size"),
+    ("--input-index", "input_index", lambda v: v >= 0, "0 or more"),
+    ("--threads", "threads", lambda v: v >= 0, ">= 0 (0: torch's default)"),
+    ("--port", "port", lambda v: 1 <= v <= 65535, "in [1, 65535]"),
+    ("--concurrency", "concurrency", lambda v: v >= 1, "at least 1"),
+    ("--max-upload-mb", "max_upload_mb", lambda v: v > 0.0, "positive"),
+)
+
+
+def check_flags(args) -> None:
+    """Refuse a flag outside its range at once (exit 2), instead of a run that quietly means something else."""
+    import math
+
+    for flag, attr, accepted, what in FLAG_RANGES:
+        value = getattr(args, attr, None)
+        if value is not None and not (math.isfinite(value) and accepted(value)):
+            raise InputError(f"{flag} must be {what}, got {value:g}")
+    if getattr(args, "rerun", None) and hasattr(args, "resume") and args.resume is None:
+        raise InputError("--rerun applies to an existing run: give it with --resume RUN_DIR "
+                         "(a new run computes every stage anyway)")
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -217,7 +253,7 @@ def cmd_recon(args) -> int:
 def cmd_export(args) -> int:
     from img2mesh.api import export_run
 
-    run_dir = args.run_dir or args.out or args.resume
+    run_dir = args.run_dir or args.out
     if run_dir is None:
         raise InputError("give the run directory to export: img2mesh export RUN_DIR")
     _print_result(args, export_run(run_dir, config=args.config, overrides=_overrides(args), quiet=args.quiet))
@@ -241,6 +277,18 @@ def cmd_batch(args) -> int:
         print(f"img2mesh: error: {len(result.failed)} image(s) failed, e.g. {first['run']}: {first['error']} "
               f"(all in {result.summary}; run the same command again to retry them)", file=sys.stderr)
     return result.exit_code
+
+
+def cmd_demo(args) -> int:
+    from img2mesh.api import default_out
+
+    from .demo import NOTICE, run_demo
+
+    result = run_demo(args.out or default_out("demo"), quiet=args.quiet, threads=args.threads)
+    _print_result(args, result)
+    if not args.json:
+        print(f"note: {NOTICE}")
+    return 0
 
 
 def cmd_scenes(args) -> int:
@@ -286,22 +334,17 @@ def cmd_render(args) -> int:
 
 def cmd_metrics(args) -> int:
     from img2mesh.data.io import atomic_write_text
-    from img2mesh.recon import load_mesh, mesh_metrics
-    from img2mesh.recon.mesh.up_axis import file_up_axis
 
-    meshes = []
-    for role, path, given, flag in (("PRED", args.pred, args.pred_up, "--pred-up"), ("GT", args.gt, args.gt_up,
-                                                                                      "--gt-up")):
-        up, why = file_up_axis(path, given)
-        log.info("%s %s: read as %s-up (%s; %s %s if it is not)", role, path.name, up, why, flag,
-                 "z" if up == "y" else "y")
-        meshes.append(load_mesh(path, up=up))
-    scores = mesh_metrics(*meshes, normalize_pred=args.normalize_pred)
+    from .mesh_readings import compare_mesh_files
+
+    scores = compare_mesh_files(args.pred, args.gt, args.pred_up, args.gt_up, args.normalize_pred)
     if args.json:
         print(json.dumps(scores, indent=2))
     else:
         for key in ("chamfer", "fscore", "iou"):
             print(f"{key:<8} {scores[key]:.6f}")
+        print(f"reading  PRED {scores['pred_up']}-up, GT {scores['gt_up']}-up"
+              + (f" in the frame of {scores['gt_frame']}" if scores["gt_frame"] else ""))
     if args.out:
         atomic_write_text(Path(args.out) / "metrics.json", json.dumps(scores, indent=2))
     return 0
@@ -335,6 +378,7 @@ COMMANDS = {
     "recon": cmd_recon,
     "export": cmd_export,
     "batch": cmd_batch,
+    "demo": cmd_demo,
     "scenes": cmd_scenes,
     "convert": cmd_convert,
     "render": cmd_render,
@@ -358,11 +402,23 @@ def main(argv: list[str] | None = None) -> int:
 
     set_quiet(args.quiet)
     try:
-        return COMMANDS[args.command](args)
+        check_flags(args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
+    except BrokenPipeError:  # `img2mesh scenes | head`: the reader has gone; say nothing more to it
+        try:  # Python flushes stdout again at exit: point it at /dev/null so that is quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # a stdout with no file descriptor (captured)
+            pass
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
     except Img2MeshError as e:
         print(f"img2mesh: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
+        from img2mesh.data.progress import close_bars
+
+        close_bars()  # the message starts on a line of its own, not after a progress bar's text
         argv = list(sys.argv[1:] if argv is None else argv)
         print(f"img2mesh: interrupted{_resume_hint(args.command, argv, getattr(e, 'run_dir', None))}",
               file=sys.stderr)

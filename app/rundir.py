@@ -72,7 +72,9 @@ class RunDir:
     def check_new(root: Path) -> None:
         """Refuse, before any work, a folder that holds files (earlier results are never overwritten) or that
         cannot be created."""
-        check_new_folder(root, f"pass --resume {root} to continue that run, or choose another --out")
+        is_run = (Path(root) / "run.json").is_file()
+        check_new_folder(root, f"pass --resume {root} to continue that run, or choose another --out" if is_run
+                         else "choose another --out")
 
     @classmethod
     def new(cls, root: Path) -> "RunDir":
@@ -178,7 +180,9 @@ def check_new_folder(root: Path, hint: str) -> None:
     """Refuse a folder that holds files (earlier results are never overwritten) or that cannot be created;
     ``hint`` says what to do instead."""
     root = Path(root)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} is a file, not a folder: choose another --out")
+    if root.exists() and any(root.iterdir()):
         raise InputError(f"{root} already exists and is not empty: {hint}")
     existing = next(p for p in [root, *root.absolute().parents] if p.exists())
     if not existing.is_dir():

@@ -165,10 +165,11 @@ def _warn_if_slow_on_cpu(cfg: Config, device) -> None:
         return
     cpu = load_config("cpu").diffusion
     quick = (cpu.num_views - 1) * cpu.steps * CPU_SECONDS_PER_VIEW_STEP
-    log.warning("running on the CPU: %d views x %d denoising steps of Zero-1-to-3 XL take about %.0f hours here "
-                "(~%.0f s per view and step on 2 cores); `-c cpu` makes %d views x %d steps (about %.1f hours), "
-                "a GPU takes minutes", views, d.steps, seconds / 3600, CPU_SECONDS_PER_VIEW_STEP, cpu.num_views - 1,
-                cpu.steps, quick / 3600)
+    log.warning("running on the CPU: %d new views (a ring of %d with the input) x %d denoising steps of "
+                "Zero-1-to-3 XL take about %.0f hours here (~%.0f s per view and step on 2 cores); `-c cpu` makes "
+                "%d new views (a ring of %d) x %d steps (about %.1f hours), a GPU takes minutes", views, views + 1,
+                d.steps, seconds / 3600, CPU_SECONDS_PER_VIEW_STEP, cpu.num_views - 1, cpu.num_views, cpu.steps,
+                quick / 3600)
 
 
 def _hint_if_cpu_busy() -> None:

@@ -69,3 +69,10 @@ def progress(iterable=None, total: int | None = None, desc: str | None = None, *
     if listener is not None:
         return _ReportingBar(iterable, total=total, desc=desc, disable=_quiet, listener=listener, **kwargs)
     return tqdm(iterable, total=total, desc=desc, disable=_quiet, **kwargs)
+
+
+def close_bars() -> None:
+    """Close every open progress bar (an interrupt leaves them open): each clears its line, so what is printed
+    next starts at the beginning of one."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

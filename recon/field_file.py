@@ -40,8 +40,9 @@ def load_field(path, device="cpu"):
     except Exception as e:  # a truncated or foreign file
         raise InputError(f"{path} is not an img2mesh field file ({type(e).__name__}: {e}); re-run recon") from None
     if blob.get("format") != FIELD_FORMAT:
-        raise InputError(f"{path} was written by an older img2mesh ({blob.get('format')}); re-run recon "
-                         "(img2mesh run --resume RUN_DIR --rerun recon)")
+        raise InputError(f"{path} was written by an older img2mesh ({blob.get('format')}): delete it and give the "
+                         f"command that made its run again with --resume {path.parent.parent} instead of --out: the "
+                         "missing field is trained again")
     if name not in METHODS:
         raise InputError(f"{path} holds an unknown method {name!r}")
     method = METHODS[name]

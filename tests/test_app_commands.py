@@ -62,6 +62,11 @@ def test_render_and_metrics_refuse_meshes_out_of_frame(shared, tmp_path, capsys)
     assert "10.4 times the size of the ground truth" in err and "--normalize-pred" in err
     assert main(["metrics", str(cow), str(gt), "--normalize-pred", "--json"]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["fscore"] > 0.99 and "gt_mesh.ply: read as z-up" in " ".join(captured.err.split())
-    assert main(["metrics", str(cow), str(gt), "--normalize-pred", "--pred-up", "z", "--json"]) == 0
-    assert "match only with y and z swapped" in " ".join(capsys.readouterr().err.split())
+    scores = json.loads(captured.out)
+    assert scores["fscore"] > 0.99 and (scores["pred_up"], scores["gt_up"]) == ("y", "z")
+    assert "scoring PRED y-up, GT z-up" in " ".join(captured.err.split())
+    # both axes given, one of them wrong: scored as given, and the reading that fits is pointed out
+    assert main(["metrics", str(cow), str(gt), "--normalize-pred", "--pred-up", "z", "--gt-up", "z", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["fscore"] < 0.5
+    assert "but PRED y-up, GT z-up scores far better" in " ".join(captured.err.split())

@@ -98,8 +98,13 @@ def test_existing_run_is_never_overwritten(tmp_path, capsys, shared):
     out.mkdir()
     (out / "precious.txt").write_text("earlier result")
     code, _, err = cli(capsys, "run", "--scene", "pikachu", "--out", str(out))
-    assert code == 2 and "--resume" in err
+    assert code == 2 and "choose another --out" in err and "--resume" not in err  # not a run: nothing to resume
     assert (out / "precious.txt").read_text() == "earlier result"
+    (out / "run.json").write_text("{}")
+    code, _, err = cli(capsys, "run", "--scene", "pikachu", "--out", str(out))
+    assert code == 2 and f"pass --resume {out} to continue that run" in err
+    code, _, err = cli(capsys, "run", "--scene", "pikachu", "--out", str(out / "precious.txt"))
+    assert code == 2 and "is a file, not a folder: choose another --out" in err and "--resume" not in err
 
 
 def test_broken_image_through_the_console_script(tmp_path):
@@ -206,7 +211,8 @@ def test_the_gpu_preset_on_a_cpu_warns_once_with_an_estimate(tmp_path, shared, c
                        str(tmp_path / "gpu"), "device=cpu")
     flat = " ".join(err.split())  # (log lines wrap)
     assert code == 3 and flat.count("running on the CPU") == 1
-    assert "35 views x 75 denoising steps of Zero-1-to-3 XL take about 18 hours" in flat and "`-c cpu`" in flat
+    assert "35 new views (a ring of 36 with the input) x 75 denoising steps of Zero-1-to-3 XL take about 18 hours" \
+        in flat and "`-c cpu` makes 11 new views (a ring of 12) x 20 steps (about 1.5 hours)" in flat
     code, _, err = cli(capsys, "views", "--scene", "pikachu", "--model", str(broken_model), "--out",
                        str(tmp_path / "cpu"), "-c", "cpu")
     assert code == 3 and "running on the CPU" not in err  # the CPU preset: about 1.5 hours, no warning

@@ -1,4 +1,6 @@
 """Zero-1-to-3 preprocessing and background removal with the real u2netp model."""
+import re
+
 import numpy as np
 import pytest
 
@@ -54,5 +56,7 @@ def test_rembg_u2netp_finds_the_object(shared):
 
 def test_missing_rembg_model_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
-    with pytest.raises(ResourceError, match=r"put u2netp.onnx in .*or set U2NET_HOME"):
+    with pytest.raises(ResourceError, match=r"offline mode\): put u2netp.onnx \(from https://github.com/.*\) at "
+                                             + re.escape(str(tmp_path / "models" / "u2netp" / "u2netp.onnx"))
+                                             + ", or set U2NET_HOME"):
         remove_background(np.zeros((8, 8, 3), np.uint8), "u2netp")

@@ -72,7 +72,7 @@ def test_components_smoothing_decimation_and_colours():
 
 
 def test_empty_field_suggests_a_threshold():
-    with pytest.raises(InputError, match=r"field is empty at level 50: try export.mesh.threshold="):
+    with pytest.raises(InputError, match=r"field is empty at level 50: the field holds the one value 0, no threshold"):
         extract_mesh(lambda p: torch.zeros(len(p)), -1, 1, 8, 50.0)
     with pytest.raises(InputError, match="must be 'auto' or a number"):
         MeshConfig(threshold="high").level(0.0)

@@ -93,9 +93,17 @@ def marching_cubes(values: np.ndarray, bounds_min, bounds_max, level: float, ins
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     if finite.size == 0 or finite.min() >= level or finite.max() <= level:
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"),) * 2
-        suggestion = f"{np.quantile(finite, 0.99):.4g}" if finite.size else "a number"
-        raise InputError(f"field is empty at level {level:.4g}: try export.mesh.threshold={suggestion} "
+        if finite.size == 0 or finite.min() == finite.max():
+            raise InputError(f"field is empty at level {level:.4g}: the field holds "
+                             + ("no finite value" if finite.size == 0 else f"the one value {finite.min():.4g}")
+                             + ", no threshold makes a surface of it (the trained field is blank)")
+        lo, hi = float(finite.min()), float(finite.max())
+        # a level strictly between the field's extremes always crosses it: the 99th percentile (a thin shell
+        # around the densest or most inside part) unless that sits on an extreme, else the middle
+        suggestion = float(np.quantile(finite, 0.99))
+        if not lo < float(f"{suggestion:.4g}") < hi:
+            suggestion = (lo + hi) / 2.0
+        raise InputError(f"field is empty at level {level:.4g}: try export.mesh.threshold={suggestion:.4g} "
                          f"(field values range from {lo:.4g} to {hi:.4g})")
     side = resolve_inside(values, level, inside)
     # PyMCubes winds faces outwards when the inside is above the level: mesh (sign * values) at sign * level.

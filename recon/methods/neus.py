@@ -183,5 +183,6 @@ def use_tcnn(mode: str, encoding: str, device) -> bool:
     if mode == "on" and not available:
         from img2mesh.data.errors import UnavailableError
 
-        raise UnavailableError("recon.neus_mlp.tcnn=on needs CUDA and the tinycudann package; use tcnn=auto")
+        raise UnavailableError("recon.neus_mlp.tcnn=on needs CUDA and the tinycudann package; use "
+                               "recon.neus_mlp.tcnn=auto")
     return available

@@ -10,9 +10,9 @@ disagreeing views reach further, by about how much the views that did the carvin
   is trusted (the views far from the input drift most), so a few pixels of disagreement no longer carve;
 - the carving vote is weighted by each view's confidence; ``recon.init.hull_tolerance`` (a share of the
   total confidence that may see background without carving) makes one view unable to carve alone.
-  ``auto`` leaves that share at 0: on generated-like views a share of 0.05-0.1
-  also kept concavities that only a few views see, and the hulls came out worse than with growth alone
-  (experiments/README.md, "Robust carving").
+  ``auto`` leaves that share at 0: on generated-like views a small share also kept concavities that only a
+  few views see, and the hulls came out worse than with growth alone (experiments/README.md, "Robust
+  carving"). Where the silhouettes share no point at all, the error names the least share that keeps one.
 
 Both are 0 when the masks agree: the hull of exact views stays the strict hull.
 """

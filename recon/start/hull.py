@@ -19,6 +19,8 @@ the masks actually disagree.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -168,6 +170,31 @@ def _weighted_quantile_alpha(per_view, points: torch.Tensor, share: float, weigh
     return torch.cat(out)
 
 
+def tolerance_to_keep(views: Views, points: torch.Tensor, threshold: float = 0.5, weights=None, grow_px=None,
+                      keep: int = 1, chunk: int = 1 << 18) -> float:
+    """The smallest ``hull_tolerance`` (in steps of 0.05) whose hull keeps at least ``keep`` of ``points``; 1.0
+    when none below 1 does. A point survives a share s when the views that see background there hold at most
+    s of the weight and some view sees it inside its mask (see :func:`_weighted_quantile_alpha`)."""
+    per_view = _view_tensors(views, points.device, grow_px)
+    w = torch.ones(len(per_view)) if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.float32)
+    w = w.to(points.device)
+    needed = []
+    for start in range(0, points.shape[0], chunk):
+        p = points[start : start + chunk]
+        samples, seen = zip(*(_sample_view(view, p) for view in per_view))
+        samples, seen = torch.stack(samples), torch.stack(seen)  # [V, n]
+        background = (w[:, None] * (samples < threshold)).sum(dim=0) / w.sum()
+        inside_some = ((samples >= threshold) & seen).any(dim=0)
+        needed.append(torch.where(inside_some, background, torch.full_like(background, math.inf)))
+    share = float(torch.cat(needed).kthvalue(min(keep, points.shape[0])).values)
+    # the quantile carving applies only from one view's weight up (below it, every view carves)
+    share = max(share, float(w.min() / w.sum()))
+    if not share < 1.0:
+        return 1.0
+    steps = math.ceil(share * 20.0 + 1e-4) / 20.0  # strictly above: a node at exactly the share is kept
+    return steps if steps < 1.0 else 1.0
+
+
 def carve_hull(
     views: Views,
     resolution: int = 128,
@@ -192,9 +219,12 @@ def carve_hull(
     soft = soft.reshape(resolution, resolution, resolution).cpu().numpy()
     occupancy = soft >= threshold
     if not occupancy.any():
+        share = tolerance_to_keep(views, points, threshold, weights, grow_px, keep=max(1, resolution**3 // 1000))
         raise InputError("the views' silhouettes do not overlap anywhere inside the bounds: check that the masks "
-                         "are not empty and the camera poses are right (object at the origin), or let some views "
-                         "disagree with recon.init.hull_tolerance=0.25")
+                         "are not empty and the camera poses are right (object at the origin)"
+                         + (f"; to let the views disagree, recon.init.hull_tolerance={share:.2f} is the least that "
+                            "keeps a hull of these views" if share < 1.0 else
+                            "; no tolerance helps: no point is inside the masks of views holding any of the weight"))
     mesh = mesh_from_grid(soft, center - bounds, center + bounds, threshold, inside="above",
                           keep_components=keep_components)
     # Signed distance between node centres: half a voxel short of either side's nearest node.

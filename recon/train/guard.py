@@ -28,10 +28,12 @@ class HealthyState:
 
 
 class Guard:
-    """``cfg``: recon.guard; ``pixel``: world size of a pixel at the object (camera distance / focal)."""
+    """``cfg``: recon.guard; ``pixel``: world size of a pixel at the object (camera distance / focal);
+    ``lr_key``, ``lr``: the method's learning-rate setting and its value (the error suggests a lower one)."""
 
-    def __init__(self, cfg, pixel: float):
+    def __init__(self, cfg, pixel: float, lr_key: str = "recon.<method>.lr", lr: float | None = None):
         self.cfg, self.pixel = cfg, float(pixel)
+        self.lr_key, self.lr = lr_key, lr
         self.best_psnr = -math.inf
         self.rollbacks = 0
         self.lr_scale = 1.0
@@ -65,12 +67,17 @@ class Guard:
             raise DivergedError(
                 f"the reconstruction diverged at step {step}: {problem}"
                 + (f", also after {self.rollbacks} restarts at lower learning rates" if self.rollbacks else "")
-                + ". Likely causes: views that disagree with each other (masks or colours; try "
-                "recon.init.hull_tolerance=0.1), hard mask edges (recon.mask_edges=soften), or too large a "
-                "learning rate for these views (lower recon.<method>.lr)")
+                + f". Likely causes: too large a learning rate for these views (try {self.lower_lr()}), views "
+                "that disagree with each other (masks or colours), or mask edges harder than a pixel")
         self.rollbacks += 1
         self.lr_scale *= self.cfg.lr_factor
         return self.snapshot
+
+    def lower_lr(self) -> str:
+        """The learning rate to start from: one step below the lowest the roll-backs tried."""
+        if self.lr is None:
+            return f"a lower {self.lr_key}"
+        return f"{self.lr_key}={self.lr * self.lr_scale * self.cfg.lr_factor:.3g}"
 
     def state_dict(self) -> dict:
         return {"best_psnr": self.best_psnr, "rollbacks": self.rollbacks, "lr_scale": self.lr_scale}

@@ -178,7 +178,8 @@ def train(cfg: ReconConfig, method: Method, field, sampler: RaySampler, out_dir:
     new_optimizer = functools.partial(make_optimizer, cfg, method, field, corrections,
                                       max(sampler.bank.height, sampler.bank.width))
     optimizer = new_optimizer()
-    guard = Guard(cfg.guard, pixel_size)
+    guard = Guard(cfg.guard, pixel_size, f"recon.{method.section or cfg.method}.lr", method.settings(cfg).lr
+                  if method.section else None)
     first_step, ckpt_path = 0, out_dir / CHECKPOINT_NAME
     cfg_json = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if resume and ckpt_path.is_file():
