@@ -134,8 +134,8 @@ def test_the_old_field_hint_retrains_it(shared, tmp_path, capsys):
     assert main(["render", str(shared / "meshes" / "suzanne.obj"), "--up", "y", "--normalize", "1", "--layout",
                  "ring8", "--size", "32", "--out", str(views), "-q"]) == 0
     small = ["recon.steps=10", "recon.rays_per_batch=256", "recon.checkpoint_every=0", "recon.init.hull_resolution=32",
-             "recon.neus.resolution=32", "recon.neus.color_resolution=16", "export.mesh.resolution=32",
-             "export.turntable_frames=4", "export.texture=false"]
+             "recon.neus.resolution=32", "recon.neus.coarse_resolution=16", "recon.neus.color_resolution=16",
+             "export.mesh.resolution=32", "export.turntable_frames=4", "export.texture=false"]
     assert main(["recon", "--views", str(views), "--out", str(run), "-q", *small]) == 0
     field = run / "recon" / "field.pt"
     blob = torch.load(field, weights_only=True)
@@ -168,8 +168,9 @@ def test_the_silhouettes_hint_on_a_random_models_views(shared, tmp_path, capsys)
                            seed=0)
     write_views(views, tmp_path / "views")
     small = ["recon.steps=10", "recon.image_size=64", "recon.rays_per_batch=256", "recon.checkpoint_every=0",
-             "recon.init.hull_resolution=32", "recon.neus.resolution=32", "recon.neus.color_resolution=16",
-             "export.mesh.resolution=32", "export.turntable_frames=4", "export.texture=false"]
+             "recon.init.hull_resolution=32", "recon.neus.resolution=32", "recon.neus.coarse_resolution=16",
+             "recon.neus.color_resolution=16", "export.mesh.resolution=32", "export.turntable_frames=4",
+             "export.texture=false"]
     command = ["recon", "--views", str(tmp_path / "views"), "-q", *small]
     assert main([*command, "--out", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err
