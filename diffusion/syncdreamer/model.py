@@ -122,14 +122,25 @@ class SyncDreamer(nn.Module):
             self.register_buffer(name, torch.zeros(1000))
         self.eval().requires_grad_(False)
 
+    @classmethod
+    def empty(cls, config: SyncDreamerConfig) -> "SyncDreamer":
+        """Built without initialising weights (every tensor is to be loaded), on the CPU."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.to_empty(device="cpu")
+        embeddings = model.image_encoder.vision_model.embeddings  # its only tensor that no state dict holds
+        embeddings.position_ids.copy_(torch.arange(embeddings.position_ids.shape[1])[None])
+        return model
+
     # -- device, precision, files ----------------------------------------------------------------------------
     def _apply(self, fn, recurse=True):
         """Buffers (cameras, schedule) follow the device but stay float32: an fp16 cast would move the cameras."""
         kept = dict(self._buffers)
         super()._apply(fn, recurse)
         for name, buffer in kept.items():
-            device = fn(torch.empty(0, dtype=buffer.dtype, device=buffer.device)).device
-            self._buffers[name] = buffer.to(device)
+            moved = self._buffers[name]
+            if moved is not None and moved.dtype != buffer.dtype:
+                self._buffers[name] = buffer.to(moved.device)
         return self
 
     @property

@@ -13,7 +13,8 @@ from img2mesh.diffusion.ldm_config import ZERO123, unet_config, vae_config
 
 from .model import SyncDreamerConfig
 
-SYNCDREAMER_UNET = ZERO123  # SyncDreamer's YAML repeats Zero-1-to-3's UNet (num_heads 8) and its fixed VAE
+# SyncDreamer's YAML repeats Zero-1-to-3's UNet (num_heads 8); its VAE is fixed in code, the same as Zero-1-to-3's
+SYNCDREAMER_UNET = replace(ZERO123, source="SyncDreamer's config (configs/syncdreamer.yaml)")
 
 FULL = SyncDreamerConfig(
     unet=unet_config(SYNCDREAMER_UNET), vae=vae_config(SYNCDREAMER_UNET),
@@ -26,10 +27,10 @@ FULL = SyncDreamerConfig(
 def tiny_config(volume_size: int = 8, frustum_depth: int = 8, image_size: int = 64) -> SyncDreamerConfig:
     """Every structural element of FULL at small widths (GroupNorm(32) in the UNet/VAE, GroupNorm(8) in the
     volume networks bound the smallest widths)."""
-    unet = dict(FULL.unet, block_out_channels=(32, 32, 64, 64), attention_head_dim=2, cross_attention_dim=32,
+    unet = dict(FULL.unet, block_out_channels=(32, 32, 64, 64), cross_attention_dim=32,
                 sample_size=image_size // 8)
     vae = dict(FULL.vae, block_out_channels=(32, 32, 32, 32), layers_per_block=1, sample_size=image_size)
-    clip = dict(FULL.clip, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
+    clip = dict(FULL.clip, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=1,
                 image_size=32, patch_size=8, projection_dim=32)
     return replace(FULL, unet=unet, vae=vae, clip=clip, volume_dims=[8, 16, 16, 16], spatial_dims=[8, 8, 16, 16],
                    encoder_dims=[16, 8], context_dim=32, time_dim=32, image_size=image_size, volume_size=volume_size,
