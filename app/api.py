@@ -164,7 +164,7 @@ def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model)
     background-removal model. Returns the image as read (for the preprocess stage), or None."""
     from img2mesh.data.background import check_model as check_rembg
     from img2mesh.data.images import load_image
-    from img2mesh.diffusion.loading import check_model
+    from img2mesh.diffusion.generators import check_model, check_settings, generator_of
 
     runs = {p.name for p in plans if p.runs}
     loaded = None
@@ -173,8 +173,9 @@ def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model)
         if loaded.alpha is None:
             check_rembg(pipe.cfg.data.rembg_model)
     if "views" in runs and source is not None:
-        if model is None:
-            check_model(pipe.cfg.diffusion.model)
+        generator = check_model(pipe.cfg.diffusion.model) if model is None else generator_of(pipe.cfg.diffusion.model)
+        for note in check_settings(pipe.cfg.diffusion, generator):
+            log.info("%s", note)
         check_rembg(pipe.cfg.data.rembg_model)
         _warn_if_slow_on_cpu(pipe.cfg, pipe.device)
     if runs & {"views", "recon"} and pipe.device.type == "cpu" and pipe.cfg.threads == 0:
@@ -272,11 +273,12 @@ def export_run(run_dir, config: str | None = None, overrides=(), quiet: bool = F
         return pipe.finish()
 
 
-def load_model(source: str = "kxic/zero123-xl", device: str | None = None, dtype: str | None = None):
-    """Load a Zero-1-to-3 bundle once (hub id, diffusers folder or LDM .ckpt) to reuse across runs."""
-    from img2mesh.diffusion import load_zero123
+def load_model(source: str = "kxic/zero123-xl", device: str | None = None, dtype: str | None = None, clip=None):
+    """Load a model once to reuse across runs: Zero-1-to-3 (hub id, diffusers folder or LDM .ckpt) or SyncDreamer
+    (converted folder, original .ckpt with its ``clip`` archive, or hub repository); the model says which."""
+    from img2mesh.diffusion.generators import load_model as load_generator
 
-    return load_zero123(source, device=device, dtype=dtype)
+    return load_generator(source, device=device, dtype=dtype, clip=clip)
 
 
 def describe(result: RunResult) -> str:

@@ -1,15 +1,33 @@
-"""Configuration of the views stage (the `diffusion:` section of configs/*.yaml)."""
+"""Configuration of the views stage (the `diffusion:` section of configs/*.yaml).
+
+`steps` and `guidance_scale` left unset (null) take the generator's reference values (GENERATOR_DEFAULTS): the
+model folder says which generator it is, so `--model <SyncDreamer>` samples with 50 steps and guidance 2.0 and
+the default Zero-1-to-3 with 75 and 3.0, unless a preset or an override sets them (then both generators take
+the value given). eta is 1.0 for both.
+"""
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Optional
+
+from .syncdreamer.settings import SyncDreamerSettings
+
+GENERATORS = ("zero123", "syncdreamer")
+GENERATOR_DEFAULTS = {"zero123": {"steps": 75, "guidance_scale": 3.0},
+                      "syncdreamer": {"steps": 50, "guidance_scale": 2.0}}
 
 
 @dataclass
 class DiffusionConfig:
-    model: str = "kxic/zero123-xl"  # hub id, diffusers folder, or original LDM .ckpt
+    # Zero-1-to-3: hub id, diffusers folder or original LDM .ckpt; SyncDreamer: a converted folder, the
+    # original .ckpt (with its CLIP file) or a hub repository holding both. The model says which it is.
+    model: str = "kxic/zero123-xl"
     mode: str = "viewfusion"  # viewfusion | independent (plain Zero-1-to-3 per view, the baseline)
     num_views: int = 36  # views on the ring, the input included
     elevations: list[float] = field(default_factory=list)  # empty: one ring at the input's elevation
-    steps: int = 75  # DDIM steps as the reference counts them (75 runs 76 updates: docs/reference.md section 3)
-    guidance_scale: float = 3.0
+    # DDIM steps as the reference counts them (Zero-1-to-3: 75 runs 76 updates, docs/reference.md section 3);
+    # null: the generator's own (75, SyncDreamer 50)
+    steps: Optional[int] = None
+    guidance_scale: Optional[float] = None  # null: the generator's own (3.0, SyncDreamer 2.0)
     eta: float = 1.0
     inference_temp: float = 0.5
     auto_temp: float = 0.5
@@ -33,3 +51,13 @@ class DiffusionConfig:
     # Weight of the extra input images relative to each other (several inputs): softmax(-d / max d / t).
     # 1.0 is what ViewFusion's multi-input script uses.
     input_temp: float = 1.0
+    # A torch file of explicit random draws replacing the sampler's own, to match another implementation
+    # draw for draw (SyncDreamer: x_T, posterior_noise, step_noise; README "SyncDreamer"). "" = seeded draws.
+    noise: str = ""
+    syncdreamer: SyncDreamerSettings = field(default_factory=SyncDreamerSettings)
+
+
+def with_generator_defaults(cfg: DiffusionConfig, generator: str) -> DiffusionConfig:
+    """``cfg`` with its unset (None) sampling keys filled in with ``generator``'s reference values."""
+    defaults = GENERATOR_DEFAULTS[generator]
+    return dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})

@@ -9,7 +9,10 @@ Heavy imports (diffusers, transformers) happen on first use.
 from importlib import import_module
 
 _LAZY = {"SyncDreamer": ".model", "SyncDreamerConfig": ".model", "SyncCondition": ".model",
-         "load_syncdreamer": ".loading", "is_syncdreamer": ".loading", "convert_checkpoint": ".checkpoint"}
+         "load_syncdreamer": ".loading", "is_syncdreamer": ".loading", "convert_checkpoint": ".checkpoint",
+         # the sampling side: input preparation, sampler, explicit draws, the views stage
+         "prepare_input": ".inputs", "sample_syncdreamer": ".sampler", "SyncNoise": ".noise", "load_noise": ".noise",
+         "synthesize_syncdreamer": ".generate", "generate_syncdreamer_views": ".generate"}
 
 __all__ = list(_LAZY)
 

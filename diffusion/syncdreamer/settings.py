@@ -17,3 +17,4 @@ class SyncDreamerSettings:
     # run.json). The original leaves the choice to the eye.
     sample_num: int = 1
     keep_samples: bool = False  # also write every instance's views (views_samples/<k>/)
+    clip: str = ""  # OpenAI CLIP archive (ViT-L-14.pt) of an original .ckpt model; "" = the one beside it
