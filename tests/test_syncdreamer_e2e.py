@@ -138,3 +138,12 @@ def test_unset_steps_and_guidance_take_the_generators_own(model_dir):
     note = check_settings(DiffusionConfig(model=str(model_dir), steps=30))
     assert note == ["diffusion.steps=30 runs 31 DDIM steps with SyncDreamer's sampler (a stride of 1000 // 30 = 33 "
                     "timesteps, as the original)"]
+
+
+def test_input_elevations_outside_the_working_range_warn(caplog):
+    from img2mesh.diffusion.syncdreamer.generate import warn_elevation
+
+    for elevation, warns in ((-10.0, False), (40.0, False), (55.0, True), (-20.0, True)):
+        caplog.clear()
+        warn_elevation(elevation)
+        assert ("outside [-10, 40]" in caplog.text) == warns, elevation

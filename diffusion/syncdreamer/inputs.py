@@ -1,4 +1,4 @@
-"""The input image exactly as SyncDreamer's own script prepares it (docs/reference.md, "SyncDreamer's input").
+"""The input image exactly as SyncDreamer's own script prepares it (docs/reference.md section 9).
 
 It starts from the RGBA the data stage gives (the image's own alpha, or rembg's), not from Zero-1-to-3's
 recentred 256 px input: SyncDreamer frames the object its own way, and its details change the numbers.

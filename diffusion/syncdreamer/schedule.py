@@ -1,4 +1,4 @@
-"""DDIM as SyncDreamer's own sampler runs it (docs/reference.md, "SyncDreamer's sampler").
+"""DDIM as SyncDreamer's own sampler runs it (docs/reference.md section 9).
 
 It differs from the LDM sampler Zero-1-to-3 and ViewFusion use (diffusion/scheduler.py) in three ways a port
 must copy: every timestep of LDM's uniform list is executed (the noisiest is not dropped), the betas are
