@@ -20,8 +20,14 @@ from img2mesh.diffusion.syncdreamer.model import CAMERA_BUFFERS, SCHEDULE_BUFFER
 from img2mesh.diffusion.syncdreamer.sizes import build_random_syncdreamer, tiny_config
 
 TINY_SIZES = dict(volume_size=8, frustum_depth=8)  # convert options the tiny files are meant to be used with
-TEXT_LEFTOVERS = {"positional_embedding": (8, 16), "token_embedding.weight": (10, 16), "ln_final.weight": (16,),
-                  "ln_final.bias": (16,), "text_projection": (16, 32), "logit_scale": ()}
+TEXT_WIDTH, TEXT_CONTEXT, TEXT_VOCAB = 64, 8, 10  # a small text tower, as OpenAI's archive has one
+
+
+def text_leftovers(projection_dim: int) -> dict:
+    """What the original keeps of CLIP's text side (it deletes only the text transformer): name -> shape."""
+    return {"positional_embedding": (TEXT_CONTEXT, TEXT_WIDTH), "token_embedding.weight": (TEXT_VOCAB, TEXT_WIDTH),
+            "ln_final.weight": (TEXT_WIDTH,), "ln_final.bias": (TEXT_WIDTH,),
+            "text_projection": (TEXT_WIDTH, projection_dim), "logit_scale": ()}
 
 
 def tiny_syncdreamer(seed: int = 0, **sizes) -> SyncDreamer:
@@ -43,7 +49,8 @@ def original_state_dict(model: SyncDreamer) -> dict:
     out.update({"clip_image_encoder.model.visual." + k: v
                 for k, v in clip_to_openai(model.image_encoder.state_dict(), layers).items()})
     g = torch.Generator().manual_seed(1)
-    out.update({"clip_image_encoder.model." + k: torch.randn(shape, generator=g) for k, shape in TEXT_LEFTOVERS.items()})
+    leftovers = text_leftovers(model.config.clip["projection_dim"])
+    out.update({"clip_image_encoder.model." + k: torch.randn(shape, generator=g) for k, shape in leftovers.items()})
     return {k: v.clone().contiguous() for k, v in out.items()}
 
 
@@ -89,15 +96,15 @@ class _OpenAIClip(_Holder):
         grid = clip["image_size"] // clip["patch_size"]
         self.visual = _VisionTransformer(clip["hidden_size"], clip["num_hidden_layers"], clip["patch_size"], grid,
                                          clip["projection_dim"])
-        self.transformer = _Transformer(16, 1)
-        self.token_embedding = nn.Embedding(10, 16)
-        self.positional_embedding = nn.Parameter(torch.randn(8, 16))
-        self.ln_final = nn.LayerNorm(16)
-        self.text_projection = nn.Parameter(torch.randn(16, clip["projection_dim"]))
+        self.transformer = _Transformer(TEXT_WIDTH, 1)
+        self.token_embedding = nn.Embedding(TEXT_VOCAB, TEXT_WIDTH)
+        self.positional_embedding = nn.Parameter(torch.randn(TEXT_CONTEXT, TEXT_WIDTH))
+        self.ln_final = nn.LayerNorm(TEXT_WIDTH)
+        self.text_projection = nn.Parameter(torch.randn(TEXT_WIDTH, clip["projection_dim"]))
         self.logit_scale = nn.Parameter(torch.tensor(4.6))
         self.register_buffer("input_resolution", torch.tensor(clip["image_size"]))
-        self.register_buffer("context_length", torch.tensor(8))
-        self.register_buffer("vocab_size", torch.tensor(10))
+        self.register_buffer("context_length", torch.tensor(TEXT_CONTEXT))
+        self.register_buffer("vocab_size", torch.tensor(TEXT_VOCAB))
 
 
 def write_clip_archive(path: Path, clip: dict, seed: int = 7) -> Path:

@@ -33,6 +33,7 @@ from .sizes import SYNCDREAMER_UNET
 
 log = logging.getLogger(__name__)
 
+CLIP_ARCHIVE_NAME = "ViT-L-14.pt"
 CLIP_PREFIX = "clip_image_encoder.model."
 VISUAL_PREFIX = CLIP_PREFIX + "visual."
 # what the original keeps of OpenAI CLIP besides the image tower: never used by image encoding
@@ -174,13 +175,14 @@ def load_weights(model: SyncDreamer, state: dict, name: str = "the checkpoint") 
            if k.startswith(CONDITION_PREFIXES + OWN_PREFIXES) or k in CAMERA_BUFFERS + SCHEDULE_BUFFERS}
     targets = {("unet." + k if k.startswith(("middle_conditions.", "output_conditions.")) else k): v
                for k, v in own.items()}
-    expected = {k for k in model.state_dict() if not k.startswith(("unet.unet.", "vae.", "image_encoder."))}
-    missing, unexpected = sorted(expected - set(targets)), sorted(set(targets) - expected)
+    own_state = {k: v for k, v in model.state_dict().items()
+                 if not k.startswith(("unet.unet.", "vae.", "image_encoder."))}
+    missing, unexpected = sorted(set(own_state) - set(targets)), sorted(set(targets) - set(own_state))
     if missing or unexpected:
         raise ResourceError(f"{name} does not fit SyncDreamer's network (missing {missing[:3]}, unexpected "
                             f"{unexpected[:3]}): a damaged checkpoint or another model")
-    wrong = [f"{k} {tuple(state[src].shape)} vs {tuple(model.state_dict()[k].shape)}" for k, src in targets.items()
-             if tuple(state[src].shape) != tuple(model.state_dict()[k].shape)]
+    wrong = [f"{k} {tuple(state[src].shape)} vs {tuple(own_state[k].shape)}" for k, src in targets.items()
+             if state[src].shape != own_state[k].shape]
     if wrong:
         raise ResourceError(f"{name}'s tensors do not have the sizes its other tensors imply ({wrong[0]})")
     model.load_state_dict({k: state[src] for k, src in targets.items()}, strict=False)
@@ -205,14 +207,24 @@ def syncdreamer_from_checkpoint(ckpt: str | Path, clip: str | Path, original_con
     return model.eval().requires_grad_(False)
 
 
+def clip_archive_for(ckpt: str | Path, clip: str | Path | None) -> Path:
+    """The CLIP archive given, else ``ViT-L-14.pt`` beside the checkpoint."""
+    if clip is not None:
+        return Path(clip)
+    beside = Path(ckpt).with_name(CLIP_ARCHIVE_NAME)
+    if not beside.is_file():
+        raise InputError(f"{Path(ckpt).name} needs OpenAI's CLIP archive: give it with --clip {CLIP_ARCHIVE_NAME} "
+                         "(or put it beside the checkpoint)")
+    return beside
+
+
 def convert_checkpoint(ckpt: str | Path, out: str | Path, clip: str | Path | None = None,
                        original_config: str | Path | None = None, volume_size: int = 32,
                        frustum_depth: int = 48) -> Path:
     """``img2mesh convert CKPT OUT --clip ViT-L-14.pt [--original-config YAML] [--volume-size 32]
-    [--frustum-depth 48]``: write a model folder that ``--model OUT`` loads."""
-    if clip is None:
-        raise InputError("a SyncDreamer checkpoint needs OpenAI's CLIP archive: add --clip ViT-L-14.pt "
-                         "(from the same place as the checkpoint)")
+    [--frustum-depth 48]``: write a model folder that ``--model OUT`` loads (``clip``: default ViT-L-14.pt
+    beside the checkpoint)."""
+    clip = clip_archive_for(ckpt, clip)
     model = syncdreamer_from_checkpoint(ckpt, clip, original_config, volume_size, frustum_depth)
     folder = model.save_pretrained(out)
     log.info("converted %s -> %s", ckpt, folder)

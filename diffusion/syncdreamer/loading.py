@@ -79,14 +79,9 @@ def load_syncdreamer(source: str | os.PathLike, clip: str | os.PathLike | None =
         if str(source) not in HUB_REPOS and not _looks_like_hub_id(str(source)):
             raise InputError(f"SyncDreamer model {str(source)!r} is neither a folder, a checkpoint file nor a hub id")
         path, clip = download_from_hub(str(source), cache_dir)
-    from .checkpoint import syncdreamer_from_checkpoint
+    from .checkpoint import clip_archive_for, syncdreamer_from_checkpoint
 
-    if clip is None:
-        beside = path.with_name(CLIP_NAME)
-        if not beside.is_file():
-            raise InputError(f"{path.name} needs OpenAI's CLIP archive: give it with --clip {CLIP_NAME} (or put it "
-                             "beside the checkpoint)")
-        clip = beside
+    clip = clip_archive_for(path, clip)
     log.info("converting %s in memory (save it once with `img2mesh convert %s OUT --clip %s` to load faster)",
              path, path, clip)
     model = syncdreamer_from_checkpoint(path, clip, original_config, volume_size, frustum_depth)

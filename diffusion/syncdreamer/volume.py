@@ -68,6 +68,25 @@ def frustum_points(depths: int, size: int, image_size: int, poses: torch.Tensor,
     return points.reshape(B, 3, depths, size, size), depth.view(B, 1, depths, size, size)
 
 
+def unproject_view(features: torch.Tensor, centres: torch.Tensor, K: torch.Tensor, pose: torch.Tensor,
+                   image_size: int) -> torch.Tensor:
+    """Each voxel's bilinear sample of one view's feature map [B, c, S, S] (zeros where it projects outside):
+    centres [B, 3, V, V, V] world points, K [B, 3, 3] at ``image_size`` px, pose [B, 3, 4] -> [B, c, V, V, V]."""
+    B, c, _, S = features.shape
+    V = centres.shape[-1]
+    grid = project_to_grid(centres.view(B, 3, V ** 3), projection_matrices(S / image_size, K, pose), S)
+    sampled = F.grid_sample(features, grid.view(B, V, V * V, 2).to(features.dtype), mode="bilinear",
+                            padding_mode="zeros", align_corners=True)
+    return sampled.view(B, c, V, V, V)
+
+
+def sample_volume(volume: torch.Tensor, points: torch.Tensor, half_length: float) -> torch.Tensor:
+    """Trilinear samples of ``volume`` [B, C, V, V, V] (spanning [-half_length, half_length]^3, axes z, y, x)
+    at world points [B, 3, D, S, S] -> [B, C, D, S, S]; zeros outside the volume."""
+    grid = (points / half_length).permute(0, 2, 3, 4, 1).to(volume.dtype)  # (x, y, z) in [-1, 1]
+    return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
 # -- networks ---------------------------------------------------------------------------------------------
 class Image2DResBlockWithTV(nn.Module):
     """x + conv(x + time + view): two GroupNorm-SiLU-conv3x3 layers."""
@@ -253,11 +272,8 @@ class SpatialVolumeNet(nn.Module):
         feats = []
         for i in range(N):
             f = self.target_encoder(x[:, i], t_embed, v_embed[:, i])  # [B, c, h, w]
-            proj = projection_matrices(f.shape[-1] / self.image_size, Ks[i:i + 1].repeat(B, 1, 1),
-                                       poses[i:i + 1].repeat(B, 1, 1))
-            grid = project_to_grid(centres.view(B, 3, V ** 3), proj, f.shape[-1]).view(B, V, V * V, 2).to(f.dtype)
-            sampled = F.grid_sample(f, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-            feats.append(sampled.view(B, f.shape[1], V, V, V))
+            feats.append(unproject_view(f, centres, Ks[i:i + 1].repeat(B, 1, 1), poses[i:i + 1].repeat(B, 1, 1),
+                                        self.image_size))
         volume = torch.stack(feats, 1).view(B, -1, V, V, V)  # views' channels side by side: [B, N*c, V, V, V]
         return self.spatial_volume_feats(volume, t_embed)
 
@@ -272,9 +288,8 @@ class SpatialVolumeNet(nn.Module):
         far = ones * self.camera_distance + self.frustum_half_length
         flat = targets.reshape(B * TN)
         points, _ = frustum_points(D, S, self.image_size, poses[flat], Ks[flat], near, far)
-        grid = (points / self.volume_half_length).permute(0, 2, 3, 4, 1).to(volume.dtype)  # [B*TN, D, S, S, 3]
         volumes = volume.unsqueeze(1).repeat(1, TN, 1, 1, 1, 1).view(B * TN, -1, V, V, V)
-        feats = F.grid_sample(volumes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        feats = sample_volume(volumes, points, self.volume_half_length)  # [B*TN, C, D, S, S]
         v = v_embed[torch.arange(B)[:, None], targets].view(B * TN, -1)
         t = t_embed.unsqueeze(1).repeat(1, TN, 1).view(B * TN, -1)
         return self.frustum_volume_feats(feats, t, v)
