@@ -224,8 +224,12 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
         raise InputError("all input images must have the same size after preprocessing")
 
     # 2. the model, on the requested device
+    from .generators import generator_of, generator_of_model
     from .loading import load_zero123
 
+    if (generator_of_model(model) if model is not None else generator_of(cfg.model)) == "syncdreamer":
+        raise InputError("generate_views runs Zero-1-to-3 models; a SyncDreamer model generates its views from the "
+                         "input image itself: use img2mesh.diffusion.syncdreamer.generate_syncdreamer_views")
     if model is None:
         model = load_zero123(cfg.model, device=device, dtype=cfg.dtype)
     elif device is not None and resolve_device(device) != model.device:

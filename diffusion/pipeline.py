@@ -12,7 +12,6 @@ only the UNet runs in the model's precision.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,8 +23,6 @@ from img2mesh.data.errors import InputError
 from .devices import halve_on_oom
 from .scheduler import make_scheduler
 from .zero123 import Zero123
-
-log = logging.getLogger(__name__)
 
 ETA_NOISE = ("per_anchor", "shared")
 

@@ -28,7 +28,7 @@ from .cameras import NUM_VIEWS, target_cameras
 from .inputs import prepare_input
 from .noise import SyncNoise, load_noise
 from .sampler import SyncSample, SyncSamplerSettings, sample_syncdreamer, to_uint8
-from .schedule import check_steps, ddim_coefficients, syncdreamer_alphas_cumprod
+from .schedule import check_steps, syncdreamer_timesteps
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,6 @@ def synthesize_syncdreamer(model, rgb: np.ndarray, alpha: np.ndarray | None, ele
                               generator=generator, on_step=on_step)
 
 
-def executed_steps(steps: int) -> int:
-    return len(ddim_coefficients(syncdreamer_alphas_cumprod(), steps, 0.0))
-
-
 def generate_syncdreamer_views(cfg: DiffusionConfig, rgb: np.ndarray, alpha: np.ndarray | None, input_camera: Camera,
                                *, model=None, seed: int | None = None, device=None,
                                remove_background: bool | Callable[[np.ndarray], np.ndarray] = True,
@@ -133,7 +129,7 @@ def generate_syncdreamer_views(cfg: DiffusionConfig, rgb: np.ndarray, alpha: np.
 
     # 3. sample every instance; the bar counts denoising steps
     n = cfg.syncdreamer.sample_num
-    with progress(total=executed_steps(cfg.steps), desc=f"views (syncdreamer x{n})", unit="step") as bar:
+    with progress(total=len(syncdreamer_timesteps(cfg.steps)), desc=f"views (syncdreamer x{n})", unit="step") as bar:
         sample = synthesize_syncdreamer(model, rgb, alpha, input_camera.elevation, cfg, noise=noise,
                                         seed=0 if seed is None else seed, on_step=lambda: bar.update(1))
 
