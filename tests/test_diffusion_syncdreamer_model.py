@@ -295,3 +295,26 @@ def test_the_full_size_layout_loads_strictly():
     for key in ("unet", "vae", "clip", "volume_dims", "spatial_dims", "encoder_dims", "conditioned_blocks",
                 "context_dim", "time_dim", "view_dim", "view_num", "volume_size", "frustum_depth"):
         assert getattr(config, key) == getattr(FULL, key), key
+
+
+def test_a_hub_repository_loads_from_the_cache_and_is_one_error_when_absent(tiny, files, tmp_path):
+    from img2mesh.diffusion.syncdreamer.loading import CHECKPOINT_NAME, CLIP_NAME, check_source
+
+    ckpt, clip = files
+    repo = tmp_path / "hub" / "models--camenduru--SyncDreamer"  # the Hugging Face cache's layout
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    (snapshot / CHECKPOINT_NAME).symlink_to(ckpt)
+    (snapshot / CLIP_NAME).symlink_to(clip)
+    assert is_syncdreamer("camenduru/SyncDreamer")
+    check_source("camenduru/SyncDreamer", cache_dir=tmp_path / "hub")
+    same_network(tiny, load_syncdreamer("camenduru/SyncDreamer", cache_dir=tmp_path / "hub", **SIZES))
+    with pytest.raises(ResourceError, match="jianfuzhang233/controlnet_syncdreamer is not available") as error:
+        check_source("jianfuzhang233/controlnet_syncdreamer", cache_dir=tmp_path / "hub")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ResourceError, match="lacks model.safetensors"):
+        (tmp_path / "half").mkdir()
+        (tmp_path / "half" / "config.json").write_text("{}")
+        check_source(tmp_path / "half")

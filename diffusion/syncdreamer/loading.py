@@ -88,19 +88,40 @@ def load_syncdreamer(source: str | os.PathLike, clip: str | os.PathLike | None =
     return model.to(device=resolve_device(device), dtype=resolve_dtype(dtype, resolve_device(device)))
 
 
+def check_source(source: str | os.PathLike, clip: str | os.PathLike | None = None, cache_dir=None) -> None:
+    """Raise the error a user can act on when ``source`` cannot be loaded, without loading it: an incomplete
+    folder, a checkpoint without its CLIP archive, a hub repository neither cached nor reachable offline."""
+    path = Path(os.path.expanduser(str(source)))
+    if path.is_dir():
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (path / name).is_file():
+                raise ResourceError(f"{path} is not a SyncDreamer model folder (it lacks {name}): convert the "
+                                    "checkpoint with `img2mesh convert CKPT OUT --clip ViT-L-14.pt`")
+        SyncDreamerConfig.load(path / CONFIG_NAME)
+    elif path.is_file():
+        from .checkpoint import clip_archive_for
+
+        archive = clip_archive_for(path, clip)
+        if not archive.is_file():
+            raise InputError(f"CLIP archive {archive} does not exist: give OpenAI's ViT-L-14.pt with --clip")
+    else:
+        download_from_hub(str(source), cache_dir, local_only=True)
+
+
 def _looks_like_hub_id(source: str) -> bool:
     parts = source.split("/")
     return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
 
 
-def download_from_hub(repo_id: str, cache_dir=None) -> tuple[Path, Path]:
-    """The checkpoint and CLIP archive of a hub repository, from the cache or fetched once."""
+def download_from_hub(repo_id: str, cache_dir=None, local_only: bool = False) -> tuple[Path, Path]:
+    """The checkpoint and CLIP archive of a hub repository, from the cache or fetched once (``local_only``:
+    from the cache or not at all)."""
     from huggingface_hub import constants, hf_hub_download
 
     from img2mesh.data.scenes import offline
 
     repo_type = HUB_REPOS.get(repo_id, "model")
-    local_only = bool(constants.HF_HUB_OFFLINE or offline())
+    local_only = bool(local_only or constants.HF_HUB_OFFLINE or offline())
     files = []
     for name in (CHECKPOINT_NAME, CLIP_NAME):
         try:
