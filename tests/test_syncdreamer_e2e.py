@@ -94,6 +94,8 @@ def test_a_noise_file_reproduces_the_views_and_matches_the_python_entry_point(mo
                                "--quiet", f"seed={seed}", f"diffusion.noise={tmp_path / 'noise.pt'}", *FAST)
         assert code == 0, err
         runs.append(out)
+    settings = json.loads((runs[0] / "run.json").read_text())["syncdreamer"]
+    assert settings["noise"] == str(tmp_path / "noise.pt") and len(settings["noise_sha256"]) == 64
     first, second = view_pixels(runs[0] / "views"), view_pixels(runs[1] / "views")
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
 
@@ -127,6 +129,9 @@ def test_settings_it_cannot_run_are_refused_before_any_work(model_dir, tmp_path,
                            "diffusion.steps=27")
     assert code == 2 and "use 26 or 28" in err and err.count("\n") == 1
     assert not (out / "views").exists()
+    code, _, err = run_cli("run", "--scene", "pikachu", "--model", str(model_dir), "--out", str(out), "-q",
+                           "--clip", str(tmp_path / "missing.pt"), "diffusion.syncdreamer.sample_num=0")
+    assert code == 2 and "sample_num must be >= 1" in err and "missing.pt (--clip) does not exist" in err
 
 
 def test_unset_steps_and_guidance_take_the_generators_own(model_dir):

@@ -20,6 +20,7 @@ import torch
 from img2mesh.data.background import DEFAULT_MODEL as DEFAULT_REMBG_MODEL
 from img2mesh.data.cameras import Camera
 from img2mesh.data.errors import InputError
+from img2mesh.data.io import sha256_file
 from img2mesh.data.progress import progress
 from img2mesh.data.views import Views
 
@@ -61,6 +62,8 @@ def check_config(cfg: DiffusionConfig) -> list[str]:
         problems.append("diffusion.noise holds the draws of one instance: set diffusion.syncdreamer.sample_num=1")
     if cfg.noise and not os.path.isfile(cfg.noise):
         problems.append(f"diffusion.noise file {cfg.noise} does not exist")
+    if s.clip and not os.path.isfile(s.clip):
+        problems.append(f"CLIP archive {s.clip} (--clip) does not exist")
     if problems:
         raise InputError("; ".join(problems))
     note = check_steps(cfg.steps)
@@ -144,6 +147,7 @@ def generate_syncdreamer_views(cfg: DiffusionConfig, rgb: np.ndarray, alpha: np.
         instances.append(Views(views))
     settings = {"steps": cfg.steps, "executed_steps": len(sample.timesteps), "guidance_scale": cfg.guidance_scale,
                 "eta": cfg.eta, "crop_size": cfg.syncdreamer.crop_size, "elevation": input_camera.elevation,
-                "batch_view_num": sample.batch_view_num, "noise": cfg.noise or None}
+                "batch_view_num": sample.batch_view_num, "noise": cfg.noise or None,
+                "noise_sha256": sha256_file(cfg.noise) if cfg.noise else None}
     assert all(len(v) == NUM_VIEWS for v in instances)
     return SyncDreamerViews(instances, sample, settings)
