@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .config import DiffusionConfig, with_generator_defaults
 
@@ -34,14 +35,24 @@ def load_model(source: str | os.PathLike, device=None, dtype=None, clip: str | o
     return load_zero123(source, device=device, dtype=dtype)
 
 
-def check_model(source: str | os.PathLike) -> str:
+def check_model(source: str | os.PathLike, clip: str | os.PathLike | None = None) -> str:
     """Raise the error a user can act on when ``source`` cannot be loaded (checked before any work, as far
-    as it can be without loading); returns its generator."""
+    as it can be without loading); returns its generator. ``clip``: a SyncDreamer checkpoint's CLIP archive."""
     generator = generator_of(source)
     if generator == "zero123":
         from .loading import check_model as check_zero123
 
         check_zero123(source)
+        return generator
+    from huggingface_hub import constants
+
+    from img2mesh.data.scenes import offline
+
+    from .syncdreamer.loading import check_source
+
+    # a hub repository not in the cache yet is fetched when online: only a local source or an offline hub can fail now
+    if Path(os.path.expanduser(str(source))).exists() or constants.HF_HUB_OFFLINE or offline():
+        check_source(source, clip or None)
     return generator
 
 

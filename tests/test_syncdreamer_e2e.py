@@ -152,3 +152,10 @@ def test_input_elevations_outside_the_working_range_warn(caplog):
         caplog.clear()
         warn_elevation(elevation)
         assert ("outside [-10, 40]" in caplog.text) == warns, elevation
+
+
+def test_the_cpu_time_warning_takes_zero123s_own_steps_when_unset(caplog):
+    from img2mesh.api import _warn_if_slow_on_cpu
+
+    _warn_if_slow_on_cpu(load_config("default"), "cpu")
+    assert "35 views x 75 denoising steps" in caplog.text
