@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from syncdreamer_tiny import tiny_syncdreamer
+from syncdreamer_tiny import tiny_syncdreamer, write_tiny_syncdreamer
 
 from img2mesh.cli import main
 from img2mesh.config import load_config
@@ -159,3 +159,17 @@ def test_the_cpu_time_warning_takes_zero123s_own_steps_when_unset(caplog):
 
     _warn_if_slow_on_cpu(load_config("default"), "cpu")
     assert "35 views x 75 denoising steps" in caplog.text
+
+
+def test_the_original_checkpoint_runs_with_its_clip_archive_given_by_flag(tmp_path, shared):
+    _, ckpt, clip = write_tiny_syncdreamer(tmp_path / "release")
+    elsewhere = tmp_path / "clip" / "ViT-L-14.pt"
+    elsewhere.parent.mkdir()
+    clip.rename(elsewhere)
+    out = tmp_path / "run"
+    code, _, err = run_cli("views", "--scene", "pikachu", "--model", str(ckpt), "--out", str(out), "-q", *FAST[:1])
+    assert code == 2 and "give it with --clip" in err and not out.exists()  # refused before any work
+    code, _, err = run_cli("views", "--scene", "pikachu", "--model", str(ckpt), "--clip", str(elsewhere),
+                           "--out", str(out), "-q", *FAST[:1])
+    assert code == 0, err
+    assert len(read_views(out / "views")) == 16
