@@ -28,7 +28,7 @@ class SyncNoise:
     step_noise: torch.Tensor | None = None  # [S' - 1, 16, 4, h, w]; None: not needed (eta 0)
 
     def check(self, n_views: int, latent_shape: tuple[int, int, int], executed_steps: int, eta: float,
-              where: str = "the noise") -> None:
+              where: str = "diffusion.noise") -> None:
         """One-line errors for draws that do not fit the model and the schedule."""
         c, h, w = latent_shape
         want = {"x_T": (n_views, c, h, w), "posterior_noise": (1, c, h, w)}

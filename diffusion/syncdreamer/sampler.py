@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from img2mesh.data.errors import InputError
+
 from ..devices import halve_on_oom
 from .noise import NoiseSource, SyncNoise
 from .schedule import DDIMCoefficients, ddim_coefficients, ddim_step, syncdreamer_alphas_cumprod
@@ -66,7 +68,8 @@ def sample_syncdreamer(model, image: torch.Tensor, elevation_deg: float, setting
     assert image.ndim == 4 and image.shape[:2] == (1, 3), f"image must be [1, 3, H, W], got {tuple(image.shape)}"
     coeffs: DDIMCoefficients = ddim_coefficients(model_alphas_cumprod(model), settings.steps, settings.eta)
     if noise is not None:
-        assert sample_num == 1, "explicit noise holds the draws of one instance"
+        if sample_num != 1:
+            raise InputError(f"explicit noise holds the draws of one instance, not {sample_num}: use sample_num 1")
         noise.check(NUM_VIEWS, (c, h, w), len(coeffs), settings.eta)
     draws = NoiseSource(noise, generator, device)
     elevation = elevation_radians(elevation_deg).to(device)
