@@ -78,7 +78,8 @@ def load_syncdreamer(source: str | os.PathLike, clip: str | os.PathLike | None =
     if not path.is_file():
         if str(source) not in HUB_REPOS and not _looks_like_hub_id(str(source)):
             raise InputError(f"SyncDreamer model {str(source)!r} is neither a folder, a checkpoint file nor a hub id")
-        path, clip = download_from_hub(str(source), cache_dir)
+        path, hub_clip = download_from_hub(str(source), cache_dir)
+        clip = clip if clip is not None else hub_clip
     from .checkpoint import clip_archive_for, syncdreamer_from_checkpoint
 
     clip = clip_archive_for(path, clip)
