@@ -149,11 +149,12 @@ def export_run(run_dir, config: str | None = None, overrides=(), quiet: bool = F
     return run_pipeline(cfg, rd, None)
 
 
-def load_model(source: str = "kxic/zero123-xl", device: str | None = None, dtype: str | None = None):
-    """Load a Zero-1-to-3 bundle once (hub id, diffusers folder or LDM .ckpt) to reuse across runs."""
-    from img2mesh.diffusion import load_zero123
+def load_model(source: str = "kxic/zero123-xl", device: str | None = None, dtype: str | None = None, clip=None):
+    """Load a model once to reuse across runs: Zero-1-to-3 (hub id, diffusers folder or LDM .ckpt) or SyncDreamer
+    (converted folder, original .ckpt with its ``clip`` archive, or hub repository); the model says which."""
+    from img2mesh.diffusion.generators import load_model as load_generator
 
-    return load_zero123(source, device=device, dtype=dtype)
+    return load_generator(source, device=device, dtype=dtype, clip=clip)
 
 
 def describe(result: RunResult) -> str:

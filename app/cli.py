@@ -58,8 +58,10 @@ def _input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scene-root", type=Path, help="folder searched first for --scene")
     p.add_argument("--elevation", type=float, help="--image only: camera elevation in degrees (default 0)")
     p.add_argument("--fov", type=float, help="--image only: horizontal field of view in degrees (default 49.1)")
-    p.add_argument("--model", help="Zero-1-to-3 weights: hub id, diffusers folder or LDM .ckpt "
-                                   "(default kxic/zero123-xl)")
+    p.add_argument("--model", help="Zero-1-to-3 weights (hub id, diffusers folder or LDM .ckpt; default "
+                                   "kxic/zero123-xl) or SyncDreamer's (converted folder, .ckpt or hub repo)")
+    p.add_argument("--clip", help="with a SyncDreamer .ckpt as --model: its CLIP archive ViT-L-14.pt "
+                                  "(default: the one beside the .ckpt)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,12 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene-root", type=Path, help="folder searched first")
     _common(p, config=False, out_help="also write the list as scenes.json into this folder")
 
-    p = sub.add_parser("convert", help="convert an original Zero-1-to-3 LDM .ckpt into a diffusers folder")
-    p.add_argument("ckpt", type=Path, help="zero123-xl.ckpt, 105000.ckpt, ... (or .safetensors)")
+    p = sub.add_parser("convert", help="convert an original Zero-1-to-3 or SyncDreamer .ckpt into a model folder")
+    p.add_argument("ckpt", type=Path, help="zero123-xl.ckpt, 105000.ckpt, ... (or .safetensors); "
+                                           "syncdreamer-pretrain.ckpt (with --clip)")
     p.add_argument("out_dir", nargs="?", type=Path, help="folder to write (or --out)")
     p.add_argument("--original-config", type=Path, metavar="YAML",
                    help="the LDM config the checkpoint was trained with (default: CKPT's name with .yaml beside it "
-                        "if present, else Zero-1-to-3's sd-objaverse-finetune-c_concat-256.yaml values)")
+                        "if present, else Zero-1-to-3's sd-objaverse-finetune-c_concat-256.yaml values; "
+                        "SyncDreamer: its configs/syncdreamer.yaml, else the tensors' sizes with 8 heads)")
+    p.add_argument("--clip", type=Path, metavar="VIT.pt", help="SyncDreamer only: OpenAI's CLIP archive ViT-L-14.pt")
+    p.add_argument("--volume-size", type=int, default=32, help="SyncDreamer only: spatial volume voxels per side")
+    p.add_argument("--frustum-depth", type=int, default=48, help="SyncDreamer only: depth samples per view frustum")
     _common(p, config=False, out_help="folder to write")
 
     p = sub.add_parser("render", help="render a mesh into a views folder (+ depth and normal maps)")
@@ -212,6 +219,8 @@ def _camera_overrides(args) -> list[str]:
             extra.append(f"data.fov_deg={args.fov}")
     if args.model:
         extra.append(f"diffusion.model={args.model}")
+    if getattr(args, "clip", None):
+        extra.append(f"diffusion.syncdreamer.clip={args.clip}")
     return extra
 
 
@@ -310,6 +319,14 @@ def cmd_convert(args) -> int:
     out = args.out_dir or args.out
     if out is None:
         raise InputError("give the folder to write: img2mesh convert CKPT OUT")
+    from img2mesh.diffusion.syncdreamer.loading import checkpoint_is_syncdreamer
+
+    if args.ckpt.is_file() and checkpoint_is_syncdreamer(args.ckpt):
+        from img2mesh.diffusion.syncdreamer import convert_checkpoint as convert_syncdreamer
+
+        print(convert_syncdreamer(args.ckpt, out, clip=args.clip, original_config=args.original_config,
+                                  volume_size=args.volume_size, frustum_depth=args.frustum_depth))
+        return 0
     print(convert_checkpoint(args.ckpt, out, original_config=args.original_config))
     return 0
 

@@ -158,7 +158,9 @@ def _warn_if_slow_on_cpu(cfg: Config, device) -> None:
 
     if torch.device(device).type != "cpu":
         return
-    d = cfg.diffusion
+    from img2mesh.diffusion.config import with_generator_defaults
+
+    d = with_generator_defaults(cfg.diffusion, "zero123")
     views = d.num_views * max(1, len(d.elevations)) - 1
     seconds = views * d.steps * CPU_SECONDS_PER_VIEW_STEP
     if seconds < CPU_WARN_SECONDS:
@@ -187,7 +189,7 @@ def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model)
     background-removal model. Returns the image as read (for the preprocess stage), or None."""
     from img2mesh.data.background import check_model as check_rembg
     from img2mesh.data.images import load_image
-    from img2mesh.diffusion.loading import check_model
+    from img2mesh.diffusion.generators import check_model, check_settings, generator_of_model
 
     runs = {p.name for p in plans if p.runs}
     loaded = None
@@ -196,10 +198,14 @@ def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model)
         if loaded.alpha is None:
             check_rembg(pipe.cfg.data.rembg_model)
     if "views" in runs and source is not None:
-        if model is None:
-            check_model(pipe.cfg.diffusion.model)
+        diffusion = pipe.cfg.diffusion
+        generator = (check_model(diffusion.model, diffusion.syncdreamer.clip) if model is None
+                     else generator_of_model(model))
+        for note in check_settings(diffusion, generator):
+            log.info("%s", note)
         check_rembg(pipe.cfg.data.rembg_model)
-        _warn_if_slow_on_cpu(pipe.cfg, pipe.device)
+        if generator == "zero123":  # (its estimate is Zero-1-to-3 XL's)
+            _warn_if_slow_on_cpu(pipe.cfg, pipe.device)
     if runs & {"views", "recon"} and pipe.device.type == "cpu" and pipe.cfg.threads == 0:
         _hint_if_cpu_busy()
     for plan in plans:

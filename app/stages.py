@@ -101,7 +101,13 @@ def source_key(source: InputSource) -> str:
 def views_stage(cfg: Config, prepared: PreparedInput, rd: RunDir, device: torch.device,
                 model=None) -> tuple[Views, list[Path]]:
     from img2mesh.diffusion import generate_views
+    from img2mesh.diffusion.generators import generator_of, generator_of_model
 
+    # the model says which generator it is (SyncDreamer: app/syncdreamer_views.py)
+    if (generator_of_model(model) if model is not None else generator_of(cfg.diffusion.model)) == "syncdreamer":
+        from .syncdreamer_views import syncdreamer_views_stage
+
+        return syncdreamer_views_stage(cfg, prepared, rd, device, model)
     views = generate_views(cfg.diffusion, prepared, model=model, seed=cfg.seed, device=device,
                            rembg_model=cfg.data.rembg_model)
     write_views_atomically(views, rd.views_dir)

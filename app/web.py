@@ -83,6 +83,11 @@ def build_app(service: WebService):
     """The page: input and settings on the left, progress and results on the right."""
     gr = _gradio()
     base = service.base
+    from img2mesh.diffusion.config import with_generator_defaults
+    from img2mesh.diffusion.generators import generator_of_model
+
+    def steps_of(cfg):  # unset steps are the loaded model's generator's own
+        return with_generator_defaults(cfg.diffusion, generator_of_model(service.model)).steps
 
     # delete_cache: gradio's copies of uploads and results older than a day go, checked hourly (run folders stay)
     with gr.Blocks(title="img2mesh", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
@@ -106,7 +111,7 @@ def build_app(service: WebService):
                                      else None, label="Preset", elem_id="img2mesh-preset")
                 num_views = gr.Slider(*LIMITS["num_views"], value=base.diffusion.num_views, step=1,
                                       label="Views (input included)", elem_id="img2mesh-views")
-                steps = gr.Slider(*LIMITS["steps"], value=base.diffusion.steps, step=1, label="Denoising steps",
+                steps = gr.Slider(*LIMITS["steps"], value=steps_of(base), step=1, label="Denoising steps",
                                   elem_id="img2mesh-steps")
                 with gr.Row():
                     seed = gr.Number(base.seed, precision=0, minimum=LIMITS["seed"][0], maximum=LIMITS["seed"][1],
@@ -161,8 +166,7 @@ def build_app(service: WebService):
                 cfg = service.config_for(name)
             except Img2MeshError as e:
                 raise _error(gr, str(e)) from None
-            return [cfg.diffusion.num_views, cfg.diffusion.steps, cfg.seed, cfg.export.texture,
-                    cfg.export.target_faces]
+            return [cfg.diffusion.num_views, steps_of(cfg), cfg.seed, cfg.export.texture, cfg.export.target_faces]
 
         preview_queue = dict(concurrency_limit=2, concurrency_id="preview")
         # (events that take the image skip gradio's preprocessing: see upload_path)

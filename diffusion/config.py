@@ -1,24 +1,41 @@
 """Configuration of the views stage (the `diffusion:` section of configs/*.yaml), with each key's allowed values
-(checked when the config loads, by :func:`check_diffusion_config`)."""
-from dataclasses import dataclass
+(checked when the config loads, by :func:`check_diffusion_config`).
 
+`steps` and `guidance_scale` left unset (null) take the generator's reference values (GENERATOR_DEFAULTS): the
+model folder says which generator it is, so `--model <SyncDreamer>` samples with 50 steps and guidance 2.0 and
+the default Zero-1-to-3 with 75 and 3.0, unless a preset or an override sets them (then both generators take
+the value given). eta is 1.0 for both.
+"""
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+from img2mesh.data.errors import InputError
 from img2mesh.data.settings import check_fields, choice, number
+
+from .syncdreamer.settings import SyncDreamerSettings
 
 MODES = ("viewfusion", "independent")
 DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "half", "bfloat16")
 SCHEDULES = ("reference", "diffusers")
 ETA_NOISE = ("per_anchor", "shared")
+GENERATORS = ("zero123", "syncdreamer")
+GENERATOR_DEFAULTS = {"zero123": {"steps": 75, "guidance_scale": 3.0},
+                      "syncdreamer": {"steps": 50, "guidance_scale": 2.0}}
 
 
 @dataclass
 class DiffusionConfig:
-    model: str = "kxic/zero123-xl"  # hub id, diffusers folder, or original LDM .ckpt
+    # Zero-1-to-3: hub id, diffusers folder or original LDM .ckpt; SyncDreamer: a converted folder, the
+    # original .ckpt (with its CLIP file) or a hub repository holding both. The model says which it is.
+    model: str = "kxic/zero123-xl"
     mode: str = choice("viewfusion", MODES)  # viewfusion | independent (plain Zero-1-to-3 per view, the baseline)
     num_views: int = number(36, low=2)  # views on the ring, the input included
     elevations: list[float] = number([], low=-90, high=90)  # empty: one ring at the input's elevation
-    # DDIM steps as the reference counts them (75 runs 76 updates: docs/reference.md section 3)
-    steps: int = number(75, low=1)
-    guidance_scale: float = number(3.0, low=0)
+    # DDIM steps as the reference counts them (Zero-1-to-3: 75 runs 76 updates, docs/reference.md section 3);
+    # null: the generator's own (75, SyncDreamer 50)
+    steps: Optional[int] = number(None, low=1)
+    guidance_scale: Optional[float] = number(None, low=0)  # null: the generator's own (3.0, SyncDreamer 2.0)
     eta: float = number(1.0, low=0)
     inference_temp: float = number(0.5, above=0)
     auto_temp: float = number(0.5, above=0)
@@ -43,9 +60,22 @@ class DiffusionConfig:
     # Weight of the extra input images relative to each other (several inputs): softmax(-d / max d / t).
     # 1.0 is what ViewFusion's multi-input script uses.
     input_temp: float = number(1.0, above=0)
+    # A torch file of explicit random draws replacing the sampler's own, to match another implementation
+    # draw for draw (SyncDreamer: x_T, posterior_noise, step_noise; README "SyncDreamer"). "" = seeded draws.
+    noise: str = ""
+    syncdreamer: SyncDreamerSettings = field(default_factory=SyncDreamerSettings)
+
+
+def with_generator_defaults(cfg: DiffusionConfig, generator: str) -> DiffusionConfig:
+    """``cfg`` with its unset (None) sampling keys filled in with ``generator``'s reference values."""
+    defaults = GENERATOR_DEFAULTS[generator]
+    return dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
 
 
 def check_diffusion_config(cfg: DiffusionConfig) -> None:
     """Refuse a bad `diffusion.*` value with one line naming the key and its allowed values (InputError).
     Checks that involve more than one key go here too."""
     check_fields(cfg, "diffusion")
+    if cfg.syncdreamer.crop_size == 0:
+        raise InputError("diffusion.syncdreamer.crop_size=0: must be -1 (keep the framing) or the object's size in "
+                         "pixels of a 256 px image (200, as the authors recommend)")

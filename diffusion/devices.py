@@ -3,6 +3,7 @@ resolved by img2mesh.data.devices)."""
 from __future__ import annotations
 
 import logging
+from typing import Callable, TypeVar
 
 import torch
 
@@ -14,6 +15,7 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 CPU_MAX_BATCH = 8  # CPU throughput stops improving beyond a few rows; keeps peak RAM moderate
 MAX_BATCH_CAP = 64
+T = TypeVar("T")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -48,3 +50,18 @@ def auto_max_batch(device: torch.device, dtype: torch.dtype, latent_hw: tuple[in
     attention = 8 * area * area * elem  # one layer's [heads, tokens, tokens] scores
     per_row = activations + attention
     return int(max(1, min(MAX_BATCH_CAP, 0.5 * free // per_row)))
+
+
+def halve_on_oom(run: Callable[[int], T], batch: int, what: str = "UNet batch") -> tuple[T, int]:
+    """``run(batch)``, retried with half the batch after each CUDA out-of-memory error until it fits (the
+    error is raised again at batch 1). Returns the result and the batch that fitted, for the next calls."""
+    batch = max(1, int(batch))
+    while True:
+        try:
+            return run(batch), batch
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch = max(1, batch // 2)
+            log.warning("CUDA out of memory: %s reduced to %d", what, batch)
+            torch.cuda.empty_cache()

@@ -24,7 +24,7 @@ from img2mesh.data.preprocess import PreparedInput
 from img2mesh.data.progress import progress
 from img2mesh.data.views import View, Views
 
-from .config import MODES, DiffusionConfig, check_diffusion_config
+from .config import MODES, DiffusionConfig, check_diffusion_config, with_generator_defaults
 from .devices import auto_max_batch
 from .pipeline import ConditionRows, SamplerSettings, SamplerStats, denoise, denoising_steps
 from .viewfusion import FusionStep, RelativePose, plan_independent, plan_viewfusion, relative_poses
@@ -69,6 +69,7 @@ def synthesize(model: Zero123, input_images: torch.Tensor, inputs: list[Relative
     ``on_step(n)``: called after every denoising step with the number of views it advanced (progress); the
     calls add up to n_targets x ``denoising_steps``."""
     # 1. check inputs
+    cfg = with_generator_defaults(cfg, "zero123")
     n_in, n_t = len(inputs), len(targets)
     assert input_images.ndim == 4 and input_images.shape[:2] == (n_in, 3), (
         f"input_images must be [{n_in}, 3, H, W], got {tuple(input_images.shape)}")
@@ -156,6 +157,32 @@ def target_cameras(cfg: DiffusionConfig, input_cameras: list[Camera], cameras=No
     return [Camera(c.c2w, first.fov_x, first.width, first.height) for c in kept]
 
 
+def mask_maker(remove_background: bool | Callable[[np.ndarray], np.ndarray] = True,
+               rembg_model: str = DEFAULT_REMBG_MODEL) -> Callable[[np.ndarray], np.ndarray]:
+    """rgb uint8 [H, W, 3] -> mask uint8 [H, W] for the generated views: rembg ``rembg_model`` (its session
+    loaded now, so that a bad model fails before sampling), opaque (False), or the given callable."""
+    if remove_background is True:
+        from img2mesh.data.background import load_session
+        from img2mesh.data.background import remove_background as rembg_mask
+
+        load_session(rembg_model)
+        return lambda image: rembg_mask(image, rembg_model)
+    if remove_background is False:
+        return lambda image: np.full(image.shape[:2], 255, np.uint8)
+    return remove_background
+
+
+def masked_views(rgb: np.ndarray, cameras: list[Camera], mask_of: Callable[[np.ndarray], np.ndarray]) -> list[View]:
+    """rgb [N, H, W, 3] float in [0, 1] + cameras -> RGBA views whose alpha is ``mask_of`` each image."""
+    views = []
+    for j in progress(range(len(cameras)), total=len(cameras), desc="masks"):
+        image8 = (np.clip(rgb[j], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        mask = np.asarray(mask_of(image8), dtype=np.float32) / 255.0
+        assert mask.shape == image8.shape[:2], f"mask {mask.shape} does not match the image {image8.shape[:2]}"
+        views.append(View(np.concatenate([rgb[j], mask[..., None]], axis=-1).astype(np.float32), cameras[j]))
+    return views
+
+
 def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero123 | None = None,
                    inputs: list[PreparedInput] | None = None, cameras=None, generator: torch.Generator | None = None,
                    latents: torch.Tensor | None = None, seed: int | None = None, device=None,
@@ -171,6 +198,7 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
     Returns the input view(s) first (``is_input``), then the generated views sorted by azimuth from the input.
     """
     # 1. check the request
+    cfg = with_generator_defaults(cfg, "zero123")
     check_diffusion_config(cfg)
     all_inputs = [prepared, *(inputs or [])]
     size = prepared.rgba.shape[:2]
@@ -178,8 +206,12 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
         raise InputError("all input images must have the same size after preprocessing")
 
     # 2. the model, on the requested device
+    from .generators import generator_of, generator_of_model
     from .loading import load_zero123
 
+    if (generator_of_model(model) if model is not None else generator_of(cfg.model)) == "syncdreamer":
+        raise InputError("generate_views runs Zero-1-to-3 models; a SyncDreamer model generates its views from the "
+                         "input image itself: use img2mesh.diffusion.syncdreamer.generate_syncdreamer_views")
     if model is None:
         model = load_zero123(cfg.model, device=device, dtype=cfg.dtype)
     elif device is not None and resolve_device(device) != model.device:
@@ -193,19 +225,7 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
     input_poses, target_poses = relative_poses(input_cameras, input_cameras[0]), relative_poses(targets, input_cameras[0])
 
     # 4. the mask maker, set up before sampling so that a bad rembg model fails now, not after it
-    if remove_background is True:
-        from img2mesh.data.background import load_session
-        from img2mesh.data.background import remove_background as rembg_mask
-
-        load_session(rembg_model)
-
-        def mask_of(image):
-            return rembg_mask(image, rembg_model)
-    elif remove_background is False:
-        def mask_of(image):
-            return np.full(image.shape[:2], 255, np.uint8)
-    else:
-        mask_of = remove_background
+    mask_of = mask_maker(remove_background, rembg_model)
 
     # 5. sample and decode; the bar counts denoising steps of single views
     input_images = images_to_tensor(np.stack([p.rgb_on_white for p in all_inputs]))
@@ -215,12 +235,7 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
     rgb = tensor_to_images(result.images)  # [n_targets, H, W, 3] in [0, 1]
 
     # 6. masks for the reconstructor
-    generated = []
-    for j in progress(range(len(targets)), total=len(targets), desc="masks"):
-        image8 = (np.clip(rgb[j], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        mask = np.asarray(mask_of(image8), dtype=np.float32) / 255.0
-        assert mask.shape == image8.shape[:2], f"mask {mask.shape} does not match the image {image8.shape[:2]}"
-        generated.append(View(np.concatenate([rgb[j], mask[..., None]], axis=-1).astype(np.float32), targets[j]))
+    generated = masked_views(rgb, targets, mask_of)
 
     # 7. inputs first, then the generated views by azimuth (from the input, as the reference sorts them)
     order = sorted(range(len(targets)), key=lambda j: (target_poses[j].azimuth % 360.0, target_poses[j].elevation))

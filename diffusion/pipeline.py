@@ -12,7 +12,6 @@ only the UNet runs in the model's precision.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,10 +21,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from img2mesh.data.errors import InputError
 
 from .config import ETA_NOISE
+from .devices import halve_on_oom
 from .scheduler import make_scheduler
 from .zero123 import Zero123
-
-log = logging.getLogger(__name__)
 
 
 
@@ -104,20 +102,16 @@ class Denoiser:
     def __call__(self, x: torch.Tensor, t, context: torch.Tensor, concat: torch.Tensor) -> torch.Tensor:
         out, start = [], 0
         while start < x.shape[0]:
-            end = min(start + self.max_batch, x.shape[0])
-            try:
-                out.append(self.model.predict_noise(x[start:end], t, context[start:end], concat[start:end]))
-            except torch.cuda.OutOfMemoryError:
-                if self.max_batch == 1:
-                    raise
-                self.max_batch = max(1, self.max_batch // 2)
-                log.warning("CUDA out of memory: UNet batch reduced to %d", self.max_batch)
-                torch.cuda.empty_cache()
-                continue
+            def rows(batch, start=start):
+                end = min(start + batch, x.shape[0])
+                return self.model.predict_noise(x[start:end], t, context[start:end], concat[start:end])
+
+            eps, self.max_batch = halve_on_oom(rows, self.max_batch)
+            out.append(eps)
             self.stats.unet_calls += 1
-            self.stats.unet_rows += end - start
-            self.stats.batch_sizes.append(end - start)
-            start = end
+            self.stats.unet_rows += eps.shape[0]
+            self.stats.batch_sizes.append(eps.shape[0])
+            start += eps.shape[0]
         return torch.cat(out)
 
 

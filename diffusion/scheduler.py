@@ -26,12 +26,17 @@ from img2mesh.data.errors import InputError
 from .config import SCHEDULES
 
 
+def ldm_uniform_timesteps(steps: int, num_train_timesteps: int = 1000) -> np.ndarray:
+    """LDM's ``make_ddim_timesteps("uniform")``, ascending: every (T // steps)-th timestep from 0, plus 1.
+    (The +1 is LDM's; where T // steps divides T - 1 the last one is T itself, past the schedule.)"""
+    return np.arange(0, num_train_timesteps, num_train_timesteps // steps) + 1
+
+
 def ldm_ddim_timesteps(steps: int, num_train_timesteps: int = 1000) -> np.ndarray:
     """The timesteps LDM's DDIM sampler executes for ``steps`` "steps", in execution (descending) order."""
     if not 1 <= steps < num_train_timesteps:
         raise InputError(f"diffusion.steps must be in [1, {num_train_timesteps - 1}], got {steps}")
-    c = num_train_timesteps // steps
-    uniform = np.arange(0, num_train_timesteps, c) + 1  # LDM make_ddim_timesteps("uniform") with its +1
+    uniform = ldm_uniform_timesteps(steps, num_train_timesteps)
     executed = uniform[:-1]  # the sampler drops the noisiest timestep (x_T stands in for it)
     if len(executed) == 0:  # steps == 1 with T // 1 = T: only [1]; run it rather than nothing
         executed = uniform

@@ -35,6 +35,16 @@ def clip_image_processor(size: int = 224):
                      image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
 
 
+def clip_pixels(images: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> CLIP input [B, 3, size, size]: bicubic with align_corners=True and no
+    antialiasing on the tensor (kornia's resize as the references call it), then CLIP's mean/std."""
+    x = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=True, antialias=False)
+    x = (x + 1.0) / 2.0
+    mean = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 def pose_vectors(d_polar: torch.Tensor, d_azimuth: torch.Tensor, d_radius: torch.Tensor) -> torch.Tensor:
     """Zero-1-to-3's relative pose T = [dtheta, sin dphi, cos dphi, dr] -> [B, 4].
 
@@ -126,12 +136,7 @@ class Zero123:
     # -- conditioning ----------------------------------------------------------------------------------------
     def clip_pixels(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] -> CLIP input [B, 3, S, S]: the reference's tensor resize, not PIL's."""
-        size = self.clip_size
-        x = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=True, antialias=False)
-        x = (x + 1.0) / 2.0
-        mean = torch.tensor(self.feature_extractor.image_mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.feature_extractor.image_std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return clip_pixels(images, self.clip_size, self.feature_extractor.image_mean, self.feature_extractor.image_std)
 
     @torch.no_grad()
     def encode_clip(self, images: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ def test_presets_ship_with_the_package():
 
 def test_default_and_cpu():
     default, cpu = load_config("default"), load_config("cpu")
-    assert default.diffusion.num_views == 36 and default.diffusion.guidance_scale == 3.0
+    assert default.diffusion.num_views == 36 and default.diffusion.guidance_scale is None  # the generator's own
     assert cpu.device == "cpu" and cpu.diffusion.num_views < default.diffusion.num_views
 
 
@@ -128,7 +128,9 @@ def bad_value(field, rule) -> str:
     else:  # any finite number or a word of `also`
         bad = "bogus"
     default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-    if not isinstance(bad, str) and not (isinstance(default, int) and not isinstance(default, bool)):
+    integer = (isinstance(default, int) and not isinstance(default, bool)
+               or default is None and "int" in str(field.type) and "float" not in str(field.type))  # Optional[int]
+    if not isinstance(bad, str) and not integer:
         bad = float(bad)  # a float key (or a number-or-word one) takes a float
     return f"[{bad}]" if isinstance(default, list) else str(bad)
 
@@ -140,9 +142,9 @@ COMMANDS = ["run", "views", "recon", "batch", "serve"]
 # Keys without a rule: any value of their type works (an azimuth, an initial value), or what it names is checked
 # where it is found (a model, a rembg model), or its section's check looks at it as a whole (the MLP's skip
 # layers, the loss schedules). A new key gets a rule or a place here.
-UNRULED = {"data.rembg_model", "data.azimuth", "diffusion.model", "recon.neus.variance_init",
-           "recon.neus_mlp.variance_init", "recon.neus_mlp.skip", "recon.voxel.density_shift",
-           "recon.voxel.density_scale_init", "recon.loss.schedules"}
+UNRULED = {"data.rembg_model", "data.azimuth", "diffusion.model", "diffusion.noise", "diffusion.syncdreamer.clip",
+           "recon.neus.variance_init", "recon.neus_mlp.variance_init", "recon.neus_mlp.skip",
+           "recon.voxel.density_shift", "recon.voxel.density_scale_init", "recon.loss.schedules"}
 
 
 def test_every_key_has_a_rule_or_is_named_unruled():

@@ -219,3 +219,21 @@ def test_generate_views_loads_cfg_model_when_none_is_given(model, tmp_path):
                                seed=3, remove_background=False)
     given = generate_views(cfg(num_views=2, steps=2), prepared(), model=model, seed=3, remove_background=False)
     assert np.array_equal(from_path[1].rgba, given[1].rgba)
+
+
+def test_out_of_memory_halves_the_unet_batch_and_goes_on():
+    """The UNet batch halves on CUDA out-of-memory until the rows fit, and the smaller batch is kept."""
+    from img2mesh.diffusion.pipeline import Denoiser, SamplerStats
+
+    class TwoRowsFit:
+        def predict_noise(self, x, t, context, concat):
+            if x.shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("too many rows")
+            return x * 2 + context[:, :, :1, None] + concat
+
+    stats = SamplerStats()
+    unet = Denoiser(TwoRowsFit(), max_batch=8, stats=stats)
+    x, context, concat = torch.randn(5, 4, 2, 2), torch.randn(5, 1, 3), torch.randn(5, 4, 2, 2)
+    out = unet(x, 1, context, concat)
+    assert torch.equal(out, x * 2 + context[:, :, :1, None] + concat)
+    assert unet.max_batch == 2 and stats.batch_sizes == [2, 2, 1] and stats.unet_calls == 3

@@ -51,8 +51,9 @@ def fit_and_score(views: Views, fit: list[int], test: list[int], cfg: ReconConfi
             "ssim": float(np.mean([ssim(a, b) for a, b in pairs])), "fit": fit, "held_out": test}
 
 
-def evaluate_consistency(views: Views, cfg: ReconConfig, out_dir: Path, *, seed: int = 0,
-                         device: torch.device | str = "cpu") -> ConsistencyReport:
+def held_out_splits(views: Views, cfg: ReconConfig, out_dir: Path, *, seed: int = 0,
+                    device: torch.device | str = "cpu") -> tuple[float, dict[str, dict]]:
+    """The score (mean held-out PSNR) and its two splits: even-indexed views -> odd-indexed ones, and back."""
     if len(views) < 4:
         raise InputError(f"the consistency score needs at least 4 views (got {len(views)}): it fits half of them "
                          "and predicts the other half")
@@ -60,12 +61,17 @@ def evaluate_consistency(views: Views, cfg: ReconConfig, out_dir: Path, *, seed:
         raise InputError(f"recon.method={cfg.method} has no colour to predict views with: use recon.method=neus or voxel")
     views = resize_views(views, cfg.image_size)  # compare at the resolution the field is trained at
     even, odd = list(range(0, len(views), 2)), list(range(1, len(views), 2))
+    splits = {"even -> odd": fit_and_score(views, even, odd, cfg, out_dir / "even", seed, device),
+              "odd -> even": fit_and_score(views, odd, even, cfg, out_dir / "odd", seed, device)}
+    return float(np.mean([split["psnr"] for split in splits.values()])), splits
+
+
+def evaluate_consistency(views: Views, cfg: ReconConfig, out_dir: Path, *, seed: int = 0,
+                         device: torch.device | str = "cpu") -> ConsistencyReport:
+    score, splits = held_out_splits(views, cfg, out_dir, seed=seed, device=device)
     everything = list(range(len(views)))
-    splits = {
-        "even -> odd": fit_and_score(views, even, odd, cfg, out_dir / "even", seed, device),
-        "odd -> even": fit_and_score(views, odd, even, cfg, out_dir / "odd", seed, device),
-        "all (re-render)": fit_and_score(views, everything, everything, cfg, out_dir / "all", seed, device),
-    }
-    report = ConsistencyReport(splits, float(np.mean([splits["even -> odd"]["psnr"], splits["odd -> even"]["psnr"]])))
+    splits["all (re-render)"] = fit_and_score(resize_views(views, cfg.image_size), everything, everything, cfg,
+                                              out_dir / "all", seed, device)
+    report = ConsistencyReport(splits, score)
     atomic_write_text(out_dir / "consistency.json", report.to_json())
     return report
