@@ -44,12 +44,13 @@ from img2mesh.recon.mesh.meshing import extract_mesh  # noqa: E402
 from img2mesh.recon.mesh.render import Light, render_mesh  # noqa: E402
 
 
-def gt_field(gt, resolution: int):
-    """(mesh, colour function) of the ground truth: marching cubes of its signed distance, its texture."""
+def gt_field(gt, resolution: int, sign_rays: int = 1):
+    """(mesh, colour function) of the ground truth: marching cubes of its signed distance, its texture.
+    ``sign_rays``: rays that vote on each point's inside / outside (odd; more than 1 for meshes with holes)."""
     import open3d as o3d
 
     scene = raycasting_scene(gt.vertices, gt.faces)
-    sdf = lambda p: torch.from_numpy(scene.compute_signed_distance(o3d.core.Tensor(p.numpy())).numpy())  # noqa: E731
+    sdf = lambda p: torch.from_numpy(scene.compute_signed_distance(o3d.core.Tensor(p.numpy()), nsamples=sign_rays).numpy())  # noqa: E731
 
     def color(p):
         q = scene.compute_closest_points(o3d.core.Tensor(p.numpy().astype(np.float32)))
