@@ -15,7 +15,9 @@ class DiffusionConfig:
     auto_temp: float = 0.5
     window_deg: float = 125.0
     max_batch: int = 0  # UNet batch per call; 0 = automatic from free memory
-    dtype: str = "auto"  # auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 elsewhere)
+    # torch | openvino: OpenVINO runs the UNet on the CPU (extra img2mesh[openvino]; converted once, cached on disk)
+    backend: str = "torch"
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)
     # Added for the generator (img2mesh.diffusion):
     # Which cameras to generate instead of the ring(s): "" keeps num_views/elevations; "syncdreamer16",
     # "ringN" or a NeRF cameras .json name a layout (img2mesh.data.cameras.camera_layout).

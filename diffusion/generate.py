@@ -172,6 +172,9 @@ def check_config(cfg: DiffusionConfig) -> None:
         problems.append(f"diffusion.max_batch must be >= 0, 0 = automatic (got {cfg.max_batch})")
     if problems:
         raise InputError("; ".join(problems))
+    from .openvino_unet import check_backend
+
+    check_backend(cfg.backend)
 
 
 def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero123 | None = None,
@@ -202,6 +205,11 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
         model = load_zero123(cfg.model, device=device, dtype=cfg.dtype)
     elif device is not None and resolve_device(device) != model.device:
         model.to(device=device)
+    if cfg.backend == "openvino":
+        from .openvino_unet import use_openvino_unet
+
+        use_openvino_unet(model, (size[0] // model.vae_scale_factor, size[1] // model.vae_scale_factor),
+                          "bf16" if model.dtype == torch.bfloat16 else "fp32")
     if generator is None:
         generator = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
 
