@@ -40,6 +40,7 @@ from gt_views import MESHES, gt_views  # noqa: E402
 from img2mesh.export_assets import export_assets  # noqa: E402
 from img2mesh.config import load_config  # noqa: E402
 from img2mesh.data.progress import set_quiet  # noqa: E402
+from img2mesh.recon.mesh import texture as uv_texture  # noqa: E402
 from img2mesh.recon.mesh.io import load_mesh  # noqa: E402
 from img2mesh.recon.mesh.render import render_mesh  # noqa: E402
 
@@ -73,10 +74,14 @@ def main(argv=None) -> int:
                    help="export.target_faces values (0: the full mesh)")
     p.add_argument("--full-texture", action="store_true", help="texture the full mesh too (slow)")
     p.add_argument("--preset", default="default", help="the preset whose export settings run")
+    p.add_argument("--piece-faces", type=int, default=None,
+                   help="faces per piece the unwrapper charts at once (default: uv_texture.PIECE_FACES; 0: whole)")
     p.add_argument("--size", type=int, default=256, help="view size in px")
     p.add_argument("--out", default="", help="write the rows here as JSON lines (appended)")
     args = p.parse_args(argv)
     set_quiet(True)
+    if args.piece_faces is not None:
+        uv_texture.PIECE_FACES = args.piece_faces
     rows = []
     for name in args.objects:
         views, gt = gt_views(name, size=args.size)
@@ -84,7 +89,7 @@ def main(argv=None) -> int:
         for faces in args.faces:
             texture = faces != 0 or args.full_texture
             with tempfile.TemporaryDirectory() as tmp:
-                row = {"object": name, "faces_meshed": len(mesh.faces),
+                row = {"object": name, "faces_meshed": len(mesh.faces), "piece_faces": uv_texture.PIECE_FACES,
                        **run_row(mesh, color, views, faces, texture, Path(tmp), args.preset)}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
