@@ -22,7 +22,7 @@ from .meshing import evaluate_in_chunks
 
 ColorFn = Callable[[torch.Tensor], torch.Tensor]  # points [N, 3] -> colours [N, 3] in [0, 1]
 PADDING = 2  # xatlas gutter between charts, in atlas texels: room for bilinear filtering at chart borders
-PIECE_FACES = 2000  # faces per piece the unwrapper charts at once (see unwrap)
+PIECE_FACES = 1000  # faces per piece the unwrapper charts at once (see unwrap)
 
 
 def unwrap(mesh: trimesh.Trimesh, size: int = 1024, piece_faces: int | None = None) -> trimesh.Trimesh:
