@@ -1,9 +1,10 @@
-"""The export stage after meshing: the asset (decimation, colours, unwrap, bake), then its files, the views grid
-and the turntable, written side by side.
+"""The export stage after meshing: the asset (decimation, colours, unwrap, bake), its files, the views grid and
+the turntable, written side by side.
 
     result = export_assets(cfg.export, mesh, color_fn, views, run_dir, device)
 
-The files, the grid and the turntable depend only on the finished asset, so they run in a small thread pool:
+The grid needs only the views and starts at once; the files and the turntable need only the finished asset.
+They run in a small thread pool:
 the OBJ / GLB / PLY writers, the PNG encoder, the ray caster and ffmpeg (a child process) spend much of their
 time outside the GIL. ``result.timings`` holds each part's wall time and the CPU time of its thread (the
 figure that means something on a machine other jobs share).
@@ -54,22 +55,24 @@ def export_assets(e: ExportConfig, mesh: trimesh.Trimesh, color_fn, views: Views
     from .stages import labelled
 
     timings: dict = {}
-    asset = timed(timings, "asset", make_asset, mesh, color_fn, target_faces=e.target_faces, texture=e.texture,
-                  texture_size=e.texture_size, origin=e.origin, scale=e.scale, chunk=e.mesh.chunk, device=device)
-    log.info("mesh: %d faces%s", len(asset.mesh.faces),
-             f", {e.texture_size} px texture" if "texture_size" in asset.stats else "")
-    jobs = {fmt: (write_asset, (asset, root, (fmt,)), {"stem": "mesh"}) for fmt in e.formats}
-    if e.grid and views is not None and len(views):
-        jobs["grid"] = (views_grid, ([labelled(v) for v in views], root / "views_grid.png"), {})
-    if e.turntable:
-        elevation = views[0].camera.elevation if views is not None and len(views) else 20.0
-        # its own copy: the renderer fills the mesh's caches while the writers read it
-        jobs["turntable"] = (render_turntable, (asset.mesh.copy(include_cache=True), root / "turntable.mp4"),
-                             {"n_frames": e.turntable_frames, "size": e.turntable_size, "elevation": elevation})
-    t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {name: pool.submit(timed, timings, name, fn, *args, **kwargs)
-                   for name, (fn, args, kwargs) in jobs.items()}
+        futures = {}
+        if e.grid and views is not None and len(views):  # needs only the views: starts at once
+            futures["grid"] = pool.submit(timed, timings, "grid", views_grid, [labelled(v) for v in views],
+                                          root / "views_grid.png")
+        asset = timed(timings, "asset", make_asset, mesh, color_fn, target_faces=e.target_faces, texture=e.texture,
+                      texture_size=e.texture_size, origin=e.origin, scale=e.scale, chunk=e.mesh.chunk, device=device)
+        log.info("mesh: %d faces%s", len(asset.mesh.faces),
+                 f", {e.texture_size} px texture" if "texture_size" in asset.stats else "")
+        t0 = time.perf_counter()
+        for fmt in e.formats:
+            futures[fmt] = pool.submit(timed, timings, fmt, write_asset, asset, root, (fmt,), stem="mesh")
+        if e.turntable:
+            elevation = views[0].camera.elevation if views is not None and len(views) else 20.0
+            # its own copy: the renderer fills the mesh's caches while the writers read it
+            futures["turntable"] = pool.submit(timed, timings, "turntable", render_turntable,
+                                               asset.mesh.copy(include_cache=True), root / "turntable.mp4",
+                                               n_frames=e.turntable_frames, size=e.turntable_size, elevation=elevation)
         done = {name: f.result() for name, f in futures.items()}  # re-raises the first error
     timings["files_wall_s"] = round(time.perf_counter() - t0, 3)
     meshes, outputs = {}, []

@@ -6,8 +6,8 @@ exported GLB against the views.
     python experiments/bench_export.py --objects spot cow --faces 0 20000 50000 --full-texture
 
 The surface and its colour are the ground truth's (bench_texture.py ``--field gt``): marching cubes of its
-signed distance at ``export.mesh.resolution`` (256^3; inside / outside by a vote of 5 rays where the mesh
-has holes) and its texture at the closest surface point (grey for
+signed distance at ``export.mesh.resolution`` (256^3; for the meshes that are not watertight, where inside
+is undefined, a shell 3/4 voxel around the surface: its inner side doubles the faces, a pessimistic case) and its texture at the closest surface point (grey for
 the objects without one), so only the export is measured and every object has its full-resolution mesh.
 Views: 36 at 256 px on the 20 deg ring (the default preset's views); they are also the grid's input. Each row
 runs the default preset's export settings with ``target_faces`` set (``origin=world`` so the cameras apply);
@@ -85,7 +85,8 @@ def main(argv=None) -> int:
     rows = []
     for name in args.objects:
         views, gt = gt_views(name, size=args.size)
-        mesh, color = gt_field(gt, load_config(args.preset).export.mesh.resolution, sign_rays=1 if gt.is_watertight else 5)
+        resolution = load_config(args.preset).export.mesh.resolution
+        mesh, color = gt_field(gt, resolution, shell=0.0 if gt.is_watertight else 0.75 * 1.1 / resolution)
         for faces in args.faces:
             texture = faces != 0 or args.full_texture
             with tempfile.TemporaryDirectory() as tmp:

@@ -60,6 +60,7 @@ def sample(model, image, targets, cfg):
     out = synthesize(model, image, [RelativePose(0.0, 0.0, 2.0)], targets, cfg, torch.Generator().manual_seed(0))
     seconds = time.process_time() - t0
     del model.predict_noise
+    tally["view_steps"] = len(targets) * len(out.timesteps)  # the steps the schedule ran (reference: steps - 1)
     return (out.images.float().clamp(-1, 1) + 1) / 2, seconds, tally
 
 
@@ -81,7 +82,6 @@ def main(argv=None) -> int:
     targets = ring(args.views)
     cfg = DiffusionConfig(steps=args.steps, max_batch=args.max_batch)
     hw = image.shape[-1] // model.vae_scale_factor
-    per_step = len(targets) * args.steps
     results, reference = [], None
     torch_unet = model.unet
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
             if reference is None:
                 reference = images
             diff = (images - reference).abs()
-            results.append((row, seconds / per_step, tally["cpu_s"] / max(tally["rows"], 1), tally["rows"],
+            results.append((row, seconds / tally["view_steps"], tally["cpu_s"] / max(tally["rows"], 1), tally["rows"],
                             float(diff.max()), float(diff.mean()), peak_rss_gb(), note))
             print(results[-1], file=sys.stderr, flush=True)
     base = results[0][1]
