@@ -65,6 +65,7 @@ setup(
     extras_require={
         "web": ["gradio>=6", "gradio_client>=2"],  # `img2mesh serve`
         "ray": ["ray>=2.9"],  # `img2mesh batch --ray`
+        "openvino": ["openvino>=2024.0"],  # diffusion.backend=openvino (the UNet on the CPU)
         "test": ["pytest>=8", "pytest-xdist>=3.5", "gradio>=6", "gradio_client>=2", "selenium>=4.20", "ray>=2.9"],
     },
     entry_points={"console_scripts": ["img2mesh=img2mesh.cli:main"]},

@@ -194,8 +194,14 @@ class Pipeline:
                            lambda: stages.load_prepared(self.rd))
 
     def views(self, prepared, upstream):
-        return self._stage("views", self.key("views", (upstream.output_hash,)), self.settings("views"),
-                           lambda: stages.views_stage(self.cfg, prepared, self.rd, self.device, self.model),
+        def compute():
+            from img2mesh.diffusion.precision import precision_record
+
+            out = stages.views_stage(self.cfg, prepared, self.rd, self.device, self.model)
+            self.rd.meta["views"] = precision_record(self.cfg.diffusion.dtype, self.device, self.model)  # run.json
+            return out
+
+        return self._stage("views", self.key("views", (upstream.output_hash,)), self.settings("views"), compute,
                            lambda: stages.load_views(self.rd))
 
     @staticmethod

@@ -190,6 +190,7 @@ def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model)
     from img2mesh.data.background import check_model as check_rembg
     from img2mesh.data.images import load_image
     from img2mesh.diffusion.generators import check_model, check_settings, generator_of_model
+    from img2mesh.diffusion.openvino_unet import check_backend
 
     runs = {p.name for p in plans if p.runs}
     loaded = None
@@ -204,7 +205,8 @@ def _check_before_work(pipe: Pipeline, plans, source: InputSource | None, model)
         for note in check_settings(diffusion, generator):
             log.info("%s", note)
         check_rembg(pipe.cfg.data.rembg_model)
-        if generator == "zero123":  # (its estimate is Zero-1-to-3 XL's)
+        if generator == "zero123":  # (its estimate is Zero-1-to-3 XL's; the OpenVINO UNet is Zero-1-to-3's)
+            check_backend(diffusion.backend, pipe.device)
             _warn_if_slow_on_cpu(pipe.cfg, pipe.device)
     if runs & {"views", "recon"} and pipe.device.type == "cpu" and pipe.cfg.threads == 0:
         _hint_if_cpu_busy()

@@ -157,28 +157,15 @@ class MeshFiles:
 
 def export_stage(cfg: Config, field_path: Path, views: Views | None, rd: RunDir,
                  device: torch.device) -> tuple[MeshFiles, list[Path]]:
-    from img2mesh.recon import (field_colors, field_to_mesh, load_field, make_asset, render_turntable, views_grid,
-                                write_asset)
+    from img2mesh.recon import field_colors, field_to_mesh, load_field
+
+    from .export_assets import export_assets
 
     e = cfg.export
     field_ = load_field(field_path, device=device)
-    asset = make_asset(field_to_mesh(field_, e.mesh), field_colors(field_), target_faces=e.target_faces,
-                       texture=e.texture, texture_size=e.texture_size, origin=e.origin, scale=e.scale,
-                       chunk=e.mesh.chunk, device=device)
-    meshes, outputs = write_asset(asset, rd.root, formats=tuple(e.formats), stem="mesh")
-    mesh = asset.mesh  # what the GLB holds, for the turntable
-    files = MeshFiles(meshes=meshes, stats=asset.stats)
-    log.info("mesh: %d faces%s", len(mesh.faces), f", {e.texture_size} px texture" if "texture_size" in asset.stats
-             else "")
-    if cfg.export.grid and views is not None and len(views):
-        files.grid = views_grid([labelled(v) for v in views], rd.root / "views_grid.png")
-        outputs.append(files.grid)
-    if cfg.export.turntable:
-        elevation = views[0].camera.elevation if views is not None and len(views) else 20.0
-        files.turntable = render_turntable(mesh, rd.root / "turntable.mp4", n_frames=cfg.export.turntable_frames,
-                                           size=cfg.export.turntable_size, elevation=elevation)
-        outputs.append(files.turntable)
-    return files, outputs
+    result = export_assets(e, field_to_mesh(field_, e.mesh), field_colors(field_), views, rd.root, device)
+    files = MeshFiles(meshes=result.meshes, grid=result.grid, turntable=result.turntable, stats=result.stats)
+    return files, result.outputs
 
 
 def labelled(view) -> np.ndarray:

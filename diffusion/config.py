@@ -19,6 +19,7 @@ MODES = ("viewfusion", "independent")
 DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "half", "bfloat16")
 SCHEDULES = ("reference", "diffusers")
 ETA_NOISE = ("per_anchor", "shared")
+BACKENDS = ("torch", "openvino")
 GENERATORS = ("zero123", "syncdreamer")
 GENERATOR_DEFAULTS = {"zero123": {"steps": 75, "guidance_scale": 3.0},
                       "syncdreamer": {"steps": 50, "guidance_scale": 2.0}}
@@ -41,7 +42,10 @@ class DiffusionConfig:
     auto_temp: float = number(0.5, above=0)
     window_deg: float = number(125.0, above=0, high=360)
     max_batch: int = number(0, low=0)  # UNet batch per call; 0 = automatic from free memory
-    dtype: str = choice("auto", DTYPE_NAMES)  # auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, fp32 elsewhere)
+    # torch | openvino: OpenVINO runs the UNet on the CPU (extra img2mesh[openvino]; converted once, cached on disk)
+    backend: str = choice("torch", BACKENDS)
+    # auto | fp32 | fp16 | bf16 (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)
+    dtype: str = choice("auto", DTYPE_NAMES)
     # Added for the generator (img2mesh.diffusion):
     # Which cameras to generate instead of the ring(s): "" keeps num_views/elevations; "syncdreamer16",
     # "ringN" or a NeRF cameras .json name a layout (img2mesh.data.cameras.camera_layout).

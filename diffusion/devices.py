@@ -19,11 +19,16 @@ T = TypeVar("T")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/``"auto"`` -> fp16 on CUDA, fp32 on CPU and MPS; otherwise the named precision."""
+    """``None``/``"auto"`` -> fp16 on CUDA, bf16 on a CPU with native bf16, else fp32 (precision.auto_dtype,
+    which logs why); otherwise the named precision."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        from .precision import DTYPE_NAMES, auto_dtype
+
+        resolved, why = auto_dtype(device)
+        log.info("diffusion.dtype=auto: %s (%s)", DTYPE_NAMES[resolved], why)
+        return resolved
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
     resolved = DTYPES[dtype]

@@ -26,6 +26,7 @@ from img2mesh.data.views import View, Views
 
 from .config import MODES, DiffusionConfig, check_diffusion_config, with_generator_defaults
 from .devices import auto_max_batch
+from .openvino_unet import check_backend
 from .pipeline import ConditionRows, SamplerSettings, SamplerStats, denoise, denoising_steps
 from .viewfusion import FusionStep, RelativePose, plan_independent, plan_viewfusion, relative_poses
 from .zero123 import Zero123, images_to_tensor, pose_vectors, tensor_to_images
@@ -200,6 +201,7 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
     # 1. check the request
     cfg = with_generator_defaults(cfg, "zero123")
     check_diffusion_config(cfg)
+    check_backend(cfg.backend)
     all_inputs = [prepared, *(inputs or [])]
     size = prepared.rgba.shape[:2]
     if any(p.rgba.shape[:2] != size for p in all_inputs):
@@ -216,6 +218,11 @@ def generate_views(cfg: DiffusionConfig, prepared: PreparedInput, *, model: Zero
         model = load_zero123(cfg.model, device=device, dtype=cfg.dtype)
     elif device is not None and resolve_device(device) != model.device:
         model.to(device=device)
+    if cfg.backend == "openvino":
+        from .openvino_unet import use_openvino_unet
+
+        use_openvino_unet(model, (size[0] // model.vae_scale_factor, size[1] // model.vae_scale_factor),
+                          "bf16" if model.dtype == torch.bfloat16 else "fp32")
     if generator is None:
         generator = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
 

@@ -65,7 +65,7 @@ def check_settings(cfg: DiffusionConfig, generator: str | None = None) -> list[s
         from .syncdreamer.generate import check_config
 
         return check_config(cfg)
-    from .generate import check_config
+    from .config import check_diffusion_config
 
-    check_config(with_generator_defaults(cfg, "zero123"))
+    check_diffusion_config(with_generator_defaults(cfg, "zero123"))
     return []

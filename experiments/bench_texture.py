@@ -44,12 +44,17 @@ from img2mesh.recon.mesh.meshing import extract_mesh  # noqa: E402
 from img2mesh.recon.mesh.raycast import Light, render_mesh  # noqa: E402
 
 
-def gt_field(gt, resolution: int):
-    """(mesh, colour function) of the ground truth: marching cubes of its signed distance, its texture."""
+def gt_field(gt, resolution: int, shell: float = 0.0):
+    """(mesh, colour function) of the ground truth: marching cubes of its signed distance, its texture.
+    ``shell`` > 0: of its unsigned distance minus ``shell`` instead, a thin closed shell around the surface, for
+    meshes with holes (their inside is undefined, and ray parity leaks the outside in)."""
     import open3d as o3d
 
     scene = raycasting_scene(gt.vertices, gt.faces)
-    sdf = lambda p: torch.from_numpy(scene.compute_signed_distance(o3d.core.Tensor(p.numpy())).numpy())  # noqa: E731
+    if shell > 0:
+        sdf = lambda p: torch.from_numpy(scene.compute_distance(o3d.core.Tensor(p.numpy())).numpy() - shell)  # noqa: E731
+    else:
+        sdf = lambda p: torch.from_numpy(scene.compute_signed_distance(o3d.core.Tensor(p.numpy())).numpy())  # noqa: E731
 
     def color(p):
         q = scene.compute_closest_points(o3d.core.Tensor(p.numpy().astype(np.float32)))

@@ -99,6 +99,7 @@ def test_run_writes_every_artifact_and_resume_recomputes_nothing(finished, capsy
     assert OmegaConf.create(meta["config"]).recon.steps == 40 and meta["environment"]["torch"]
     assert set(meta["timings"]) >= {"preprocess", "views", "recon", "export"}
     assert meta["recon"]["method"] == "neus" and meta["recon"]["inv_s"] > 0 and meta["recon"]["rollbacks"] == 0
+    assert meta["views"]["requested"] == "auto" and meta["views"]["dtype"] in ("fp32", "bf16") and meta["views"]["why"]
     assert (out / "recon" / "field.pt").is_file() and not (out / "recon" / "checkpoint.pt").exists()
 
     before = files_and_times(out)

@@ -203,9 +203,9 @@ def test_ckpt_conversion_roundtrip_gives_identical_outputs(tiny, tmp_path):
                     "callbacks": {"ModelCheckpoint": TrainerState()}, "trap": Exploit()}, ldm_config(tiny, num_heads=8))
     out = convert_checkpoint(ckpt, tmp_path / "converted")
     assert not hasattr(builtins, "PWNED_BY_CKPT"), "the checkpoint ran code while loading"
-    converted = load_zero123(out, device="cpu")
+    converted = load_zero123(out, device="cpu", dtype="fp32")
     same_outputs(tiny, converted)
-    direct = load_zero123(ckpt, device="cpu")  # --model CKPT converts in memory through the same code
+    direct = load_zero123(ckpt, device="cpu", dtype="fp32")  # --model CKPT converts in memory through the same code
     same_outputs(tiny, direct)
 
 
@@ -215,7 +215,7 @@ def test_safetensors_checkpoint_without_ema_uses_raw_weights(tiny, tmp_path):
     path = tmp_path / "zero123-tiny.safetensors"
     save_file({k: v.contiguous() for k, v in ldm_checkpoint(tiny, with_ema=False).items()}, str(path))
     write_yaml(path.with_suffix(".yaml"), ldm_config(tiny, num_heads=8))
-    same_outputs(tiny, load_zero123(path, device="cpu"))
+    same_outputs(tiny, load_zero123(path, device="cpu", dtype="fp32"))
 
 
 def test_truncated_or_foreign_checkpoints_are_clear_errors(tiny, tmp_path):
@@ -271,13 +271,13 @@ def test_convert_takes_the_heads_from_the_original_config(tiny, tmp_path, ldm_he
     ckpt = save_ldm(tmp_path / "zero123-tiny.ckpt", {"state_dict": ldm_checkpoint(model)})
     config = write_yaml(tmp_path / "configs" / "tiny-finetune.yaml", ldm_config(model, **ldm_heads))
     assert main(["convert", str(ckpt), str(tmp_path / "given"), "--original-config", str(config), "--quiet"]) == 0
-    given = load_zero123(tmp_path / "given", device="cpu")
+    given = load_zero123(tmp_path / "given", device="cpu", dtype="fp32")
     assert given.unet.config.attention_head_dim == (list(heads) if isinstance(heads, tuple) else heads)
     assert heads_of(given.unet) == heads_of(model.unet)
     same_outputs(model, given)
     # the same YAML beside the checkpoint, under its name, is found without --original-config
     shutil.copy(config, ckpt.with_suffix(".yaml"))
-    same_outputs(model, load_zero123(convert_checkpoint(ckpt, tmp_path / "beside"), device="cpu"))
+    same_outputs(model, load_zero123(convert_checkpoint(ckpt, tmp_path / "beside"), device="cpu", dtype="fp32"))
 
 
 def test_the_wrong_head_count_converts_silently_into_another_network(tiny, tmp_path):

@@ -22,24 +22,59 @@ from .meshing import evaluate_in_chunks
 
 ColorFn = Callable[[torch.Tensor], torch.Tensor]  # points [N, 3] -> colours [N, 3] in [0, 1]
 PADDING = 2  # xatlas gutter between charts, in atlas texels: room for bilinear filtering at chart borders
+PIECE_FACES = 1000  # faces per piece the unwrapper charts at once (see unwrap)
 
 
-def unwrap(mesh: trimesh.Trimesh, size: int = 1024) -> trimesh.Trimesh:
+def unwrap(mesh: trimesh.Trimesh, size: int = 1024, piece_faces: int | None = None) -> trimesh.Trimesh:
     """The mesh with a UV atlas from xatlas: vertices split where charts meet, ``visual.uv`` [V', 2] in [0, 1].
 
-    ``size`` is the texture the atlas is packed for (xatlas picks the texel density that roughly fills it)."""
+    ``size`` is the texture the atlas is packed for (xatlas picks the texel density that roughly fills it).
+    xatlas's chart search grows much faster than linearly with the faces of one mesh, so the mesh goes in as
+    spatially compact pieces of at most ``piece_faces`` faces (None: PIECE_FACES; 0: whole), charted separately
+    and packed into one atlas; a cut between pieces is one more seam."""
     import xatlas
 
     assert len(mesh.faces), "cannot unwrap a mesh without faces"
+    piece_faces = PIECE_FACES if piece_faces is None else piece_faces
+    vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
     atlas = xatlas.Atlas()
-    atlas.add_mesh(np.ascontiguousarray(mesh.vertices, dtype=np.float32), np.ascontiguousarray(mesh.faces, dtype=np.uint32))
+    pieces = compact_pieces(vertices[faces].mean(axis=1), piece_faces) if piece_faces else [np.arange(len(faces))]
+    local = []
+    for ids in pieces:
+        used, piece_faces_local = np.unique(faces[ids], return_inverse=True)
+        local.append(used)
+        atlas.add_mesh(np.ascontiguousarray(vertices[used], dtype=np.float32),
+                       np.ascontiguousarray(piece_faces_local.reshape(-1, 3), dtype=np.uint32))
     pack = xatlas.PackOptions()
-    pack.padding, pack.resolution, pack.bilinear = PADDING, int(size), True
+    pack.padding, pack.resolution, pack.bilinear, pack.blockAlign = PADDING, int(size), True, True
     atlas.generate(pack_options=pack)
-    vmapping, faces, uv = atlas[0]  # uv already normalised by the atlas's width and height
-    out = trimesh.Trimesh(np.asarray(mesh.vertices)[vmapping], faces.astype(np.int64), process=False)
-    out.visual = trimesh.visual.TextureVisuals(uv=np.clip(uv.astype(np.float64), 0.0, 1.0))
+    out_vertices, out_faces, out_uv, offset = [], [], [], 0
+    for i, used in enumerate(local):
+        vmapping, piece_faces_uv, uv = atlas[i]  # uv already normalised by the atlas's width and height
+        out_vertices.append(vertices[used[vmapping]])
+        out_faces.append(piece_faces_uv.astype(np.int64) + offset)
+        out_uv.append(uv)
+        offset += len(vmapping)
+    out = trimesh.Trimesh(np.concatenate(out_vertices), np.concatenate(out_faces), process=False)
+    out.visual = trimesh.visual.TextureVisuals(uv=np.clip(np.concatenate(out_uv).astype(np.float64), 0.0, 1.0))
     return out
+
+
+def compact_pieces(centroids: np.ndarray, max_faces: int) -> list[np.ndarray]:
+    """Face ids split into groups of at most ``max_faces`` by halving at the median of the longest side of
+    each group's bounding box (a k-d tree's leaves: compact pieces with short cuts)."""
+    pieces, todo = [], [np.arange(len(centroids))]
+    while todo:
+        ids = todo.pop()
+        if len(ids) <= max_faces:
+            pieces.append(ids)
+            continue
+        points = centroids[ids]
+        axis = int(np.argmax(points.max(axis=0) - points.min(axis=0)))
+        order = np.argsort(points[:, axis], kind="stable")
+        half = len(ids) // 2
+        todo += [ids[order[:half]], ids[order[half:]]]
+    return pieces
 
 
 def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int, max_candidates: int = 1 << 22
