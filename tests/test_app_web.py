@@ -25,21 +25,9 @@ from img2mesh.data.errors import InputError
 from img2mesh.data.progress import is_quiet, listen, progress, set_quiet
 from img2mesh.data.scenes import find_scene
 from img2mesh.web_jobs import Request, WebService, check_upload, export_options, obj_zip, safe_label
+from servers import FAST, free_port, pikachu_photo, tiny_model
 
-# The CPU preset cut to seconds: 4 views x 2 DDIM steps, a 10-step NeuS on 32 px views, no unseen-surface priors.
-FAST = ["diffusion.num_views=4", "diffusion.steps=2", "recon.steps=10", "recon.image_size=32",
-        "recon.rays_per_batch=256", "recon.checkpoint_every=0", "recon.init.hull_resolution=32",
-        "recon.init.base_relax_steps=0", "recon.init.unseen_fill=false", "recon.neus.resolution=32",
-        "recon.neus.coarse_resolution=16", "recon.neus.color_resolution=16", "export.mesh.resolution=48",
-        "export.turntable_frames=4", "export.turntable_size=64",
-        "recon.init.hull_tolerance=0.75"]  # random weights: the generated views agree on nothing
 SCREENSHOT_ENV = "IMG2MESH_WEB_SCREENSHOT"  # also copy the browser test's screenshot here (docs/web.png)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:
@@ -50,20 +38,12 @@ def write_png(path: Path, array: np.ndarray) -> Path:
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory, shared) -> Path:
     """A photo without alpha: pikachu on a grey background, as JPEG (the cut-out comes from rembg)."""
-    scene = find_scene("pikachu")
-    with Image.open(scene.image_path) as im:
-        rgba = im.convert("RGBA")
-    back = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
-    path = tmp_path_factory.mktemp("photo") / "pika photo.jpg"
-    Image.alpha_composite(back, rgba).convert("RGB").save(path, quality=92)
-    return path
+    return pikachu_photo(tmp_path_factory.mktemp("photo") / "pika photo.jpg")
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from img2mesh.diffusion import build_random_zero123
-
-    return build_random_zero123("tiny", seed=0).save_pretrained(tmp_path_factory.mktemp("zero123") / "tiny")
+    return tiny_model(tmp_path_factory.mktemp("zero123"))
 
 
 @pytest.fixture(scope="module")
