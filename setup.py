@@ -34,7 +34,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    package_data={"img2mesh.configs": ["*.yaml"]},
+    package_data={"img2mesh.configs": ["*.yaml"], "img2mesh.blender_addon": ["blender_manifest.toml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",

@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("views_dir", type=Path, metavar="VIEWS_DIR")
     _common(q, out_help="report folder to create", resume=False, rerun=False)
 
+    p = sub.add_parser("blender-addon", help="write the Blender add-on (an installable zip) into --out",
+                       epilog=EPILOG)
+    _common(p, config=False, out_help="folder to write img2mesh_blender-VERSION.zip into (default .)")
+
     p = sub.add_parser("serve", help="the web app: a photo in the browser -> views, mesh, downloads", epilog=EPILOG)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -334,6 +338,14 @@ def cmd_serve(args) -> int:
                  max_queue=args.max_queue)
 
 
+def cmd_blender_addon(args) -> int:
+    from img2mesh.addon import build_addon
+
+    path = build_addon(args.out or Path("."))
+    print(f"{path}: in Blender, Edit > Preferences > Get Extensions > Install from Disk (or drag it onto Blender)")
+    return 0
+
+
 COMMANDS = {
     "run": lambda a: cmd_run(a, "export"),
     "views": lambda a: cmd_run(a, "views"),
@@ -346,6 +358,7 @@ COMMANDS = {
     "metrics": cmd_metrics,
     "eval": cmd_eval,
     "serve": cmd_serve,
+    "blender-addon": cmd_blender_addon,
 }
 
 

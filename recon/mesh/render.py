@@ -34,7 +34,7 @@ from img2mesh.data.io import atomic_write_bytes, atomic_write_text, png_bytes
 from img2mesh.data.progress import progress
 from img2mesh.data.views import View, Views, write_views
 
-from .io import Y_UP_TO_Z_UP, Z_UP_TO_Y_UP, load_mesh, normalize_mesh, surface_colors  # noqa: F401 (re-exported)
+from .io import Y_UP_TO_Z_UP, Z_UP_TO_Y_UP, load_mesh, normalize_mesh, obj_is_y_up, surface_colors  # noqa: F401 (re-exported)
 from .io import raycasting_scene
 
 log = logging.getLogger(__name__)
@@ -75,15 +75,18 @@ def smooth_vertex_normals(mesh: trimesh.Trimesh) -> np.ndarray:
 
 
 def file_up_axis(path: str | os.PathLike, up: str | None = None) -> tuple[str, str]:
-    """(up axis, why) for reading a mesh file: ``up`` when given; y for glTF (its specification); z for the
-    files img2mesh writes (a run's mesh.obj / mesh.ply, `render`'s gt_mesh.ply: the z-up world), found by
-    the run.json / render.json beside them; otherwise y, the convention of OBJ and PLY files from Blender,
+    """(up axis, why) for reading a mesh file: ``up`` when given; y for glTF (its specification) and for
+    img2mesh's OBJ files (marked by their first line); z for the other files img2mesh writes (a run's mesh.ply,
+    `render`'s gt_mesh.ply, older runs' mesh.obj: the z-up world), found by the run.json / render.json beside
+    them; otherwise y, the convention of OBJ and PLY files from Blender,
     scanners and the common test models."""
     path = Path(path)
     if up is not None:
         return up, "as given"
     if path.suffix.lower() in (".glb", ".gltf"):
         return "y", "glTF files are y-up"
+    if path.suffix.lower() == ".obj" and obj_is_y_up(path):
+        return "y", "an img2mesh OBJ, y-up"
     if (path.parent / "run.json").is_file() or (path.parent / "render.json").is_file():
         return "z", "an img2mesh output, z-up"
     return "y", "the usual up axis of OBJ/PLY files"
