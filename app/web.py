@@ -113,18 +113,21 @@ def build_app(service: WebService):
                                       label="Views (input included)", elem_id="img2mesh-views")
                 steps = gr.Slider(*LIMITS["steps"], value=base.diffusion.steps, step=1, label="Denoising steps",
                                   elem_id="img2mesh-steps")
+                # the textured export: shown only where this installation's config has its keys. Two numbers to
+                # a row and the checkbox under them: three in one row overflow the column below ~1400 px.
+                texture = faces = None
                 with gr.Row():
                     seed = gr.Number(base.seed, precision=0, minimum=LIMITS["seed"][0], maximum=LIMITS["seed"][1],
                                      label="Seed", elem_id="img2mesh-seed")
-                    extras = []
-                    # the textured export: shown only where this installation's config has its keys
-                    if "texture" in options:
-                        extras.append(gr.Checkbox(bool(getattr(base.export, "texture")), label="Texture",
-                                                  elem_id="img2mesh-texture"))
                     if "target_faces" in options:
-                        extras.append(gr.Number(getattr(base.export, "target_faces"), precision=0,
-                                                minimum=LIMITS["target_faces"][0], maximum=LIMITS["target_faces"][1],
-                                                label="Target faces (0: keep all)", elem_id="img2mesh-faces"))
+                        faces = gr.Number(getattr(base.export, "target_faces"), precision=0,
+                                          minimum=LIMITS["target_faces"][0], maximum=LIMITS["target_faces"][1],
+                                          label="Target faces (0: keep all)", elem_id="img2mesh-faces")
+                if "texture" in options:
+                    texture = gr.Checkbox(bool(getattr(base.export, "texture")), label="Texture",
+                                          info="a UV texture in the GLB and OBJ (off: vertex colours)",
+                                          elem_id="img2mesh-texture")
+                extras = [c for c in (texture, faces) if c is not None]  # in export_options' order: texture first
                 run = gr.Button("Run", variant="primary", elem_id="img2mesh-run")
                 status = gr.Markdown("Upload a photo or pick a scene, then Run.", label="Progress",
                                      elem_id="img2mesh-status")

@@ -377,6 +377,21 @@ def chromium_paths():
     return browser, driver
 
 
+# Elements of the page whose content is wider than they are and clipped or scrolled (a cut control), and
+# horizontal overflow of the page itself.
+CUT_CONTROLS = """
+const cut = [];
+for (const el of document.querySelectorAll('.gradio-container *')) {
+  const style = getComputedStyle(el);
+  if (el.offsetParent === null && style.position !== 'fixed') continue;
+  if (['auto', 'scroll', 'hidden', 'clip'].includes(style.overflowX) && el.scrollWidth > el.clientWidth + 1)
+    cut.push(`${el.id || el.className}: ${el.scrollWidth} px of content in ${el.clientWidth} px`);
+}
+if (document.documentElement.scrollWidth > window.innerWidth) cut.push('the page scrolls sideways');
+return cut;
+"""
+
+
 def drawn_share(png: bytes) -> float:
     """Share of an element's pixels that differ from its corner (its background)."""
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
@@ -410,6 +425,12 @@ def test_the_page_in_headless_chromium(server, photo, tmp_path):
         wait = WebDriverWait(driver, 60)
         driver.get(server.url)
         upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#img2mesh-image input[type=file]")))
+        for width in (1280, 1920):  # common screens: every control whole, nothing scrolls sideways
+            driver.set_window_size(width, 1150)
+            wait.until(lambda d: d.execute_script("return window.innerWidth") == width)
+            time.sleep(0.5)  # the layout settles
+            assert driver.execute_script(CUT_CONTROLS) == [], f"cut controls at {width} px"
+        driver.set_window_size(1400, 1150)
         upload.send_keys(str(photo))
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#img2mesh-cutout img")))
         clicked = time.perf_counter()
