@@ -121,3 +121,26 @@ def test_the_addon_zip_holds_the_addon_and_its_manifest(tmp_path, capsys):
     assert "import requests" not in source and "import torch" not in source and "from img2mesh" not in source
     compile(source, "__init__.py", "exec")  # Blender's Python is 3.11, like the tests'
     assert main(["blender-addon", "--out", str(path), "--quiet"]) == 2  # a file, not a folder
+
+
+def test_img2mesh_obj_files_are_y_up_and_read_back_in_the_z_up_world(tmp_path):
+    """Without Blender: the OBJ holds y-up coordinates (what Blender's OBJ importer assumes), says so on its
+    first line, and load_mesh / render / metrics read it back into the z-up world; PLY stays z-up."""
+    from img2mesh.recon.mesh.export import export_mesh
+    from img2mesh.recon.mesh.render import file_up_axis
+
+    box = trimesh.creation.box(extents=(0.2, 0.4, 0.8))  # tall in z, the z-up world's up
+    box.apply_translation((0.1, 0.0, 0.3))
+    paths = export_mesh(box, tmp_path, ("obj", "ply", "glb"))
+    (tmp_path / "run.json").write_text("{}")  # a run folder: its files are img2mesh's
+    lines = paths["obj"].read_text().splitlines()
+    assert lines[0] == "# img2mesh mesh, y up"
+    raw = np.array([[float(x) for x in line.split()[1:4]] for line in lines if line.startswith("v ")])
+    np.testing.assert_allclose(raw.max(axis=0) - raw.min(axis=0), [0.2, 0.8, 0.4], atol=1e-6)  # tall in y
+    assert file_up_axis(paths["obj"]) == ("y", "an img2mesh OBJ, y-up")
+    assert file_up_axis(paths["ply"])[0] == "z" and file_up_axis(paths["glb"])[0] == "y"
+    for fmt in ("obj", "ply", "glb"):
+        np.testing.assert_allclose(load_mesh(paths[fmt]).bounds, box.bounds, atol=1e-6)
+    older = tmp_path / "older.obj"  # a z-up OBJ of an earlier version, without the first line
+    older.write_text("\n".join(lines[1:]))
+    np.testing.assert_allclose(load_mesh(older).bounds, trimesh.load(older, force="mesh").bounds, atol=1e-6)
