@@ -63,9 +63,10 @@ setup(
         "tqdm>=4.65",
     ],
     extras_require={
-        "web": ["gradio>=6", "gradio_client>=2"],  # `img2mesh serve`
+        "web": ["gradio>=6", "gradio_client>=2", "fastapi>=0.110", "uvicorn>=0.29"],  # `img2mesh serve`
         "ray": ["ray>=2.9"],  # `img2mesh batch --ray`
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "gradio>=6", "gradio_client>=2", "selenium>=4.20", "ray>=2.9"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "gradio>=6", "gradio_client>=2", "selenium>=4.20", "ray>=2.9",
+                 "httpx>=0.27"],  # (Blender's bpy: tests/blender-requirements.txt, in its own venv)
     },
     entry_points={"console_scripts": ["img2mesh=img2mesh.cli:main"]},
 )
