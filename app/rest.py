@@ -80,7 +80,7 @@ def _upload_name(name: str | None) -> str:
 
 def build_api(store: JobStore, token: str | None, max_upload_mb: float):
     """A FastAPI app holding the API routes and /docs; the page is mounted on it at / (app/web.py)."""
-    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi import APIRouter, Depends, FastAPI, HTTPException
     from fastapi import Request as HTTPRequest
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse
@@ -99,6 +99,7 @@ def build_api(store: JobStore, token: str | None, max_upload_mb: float):
 
     app = FastAPI(title="img2mesh", summary="One photo of an object in, a textured 3D mesh out.",
                   docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+    api = APIRouter(prefix="/api", dependencies=[Depends(authorised)])  # every route needs the token, if any
 
     def record(job_id: str):
         try:
@@ -115,6 +116,14 @@ def build_api(store: JobStore, token: str | None, max_upload_mb: float):
         status = 413 if "megapixels" in text or "MB: the limit" in text else 415 if "is not an image" in text else 400
         return JSONResponse({"detail": text}, status)
 
+    def act(job_id: str, action, status: str):
+        record(job_id)
+        try:
+            rec = action(job_id)
+        except (Conflict, QueueFull, InputError) as e:
+            return refuse(e)
+        return {"id": rec.id, "status": status, "url": f"/api/jobs/{rec.id}"}
+
     upload_body = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["image"], "properties": {
             "image": {"type": "string", "format": "binary", "description": "the photo (PNG, JPEG, WebP...)"},
@@ -123,7 +132,7 @@ def build_api(store: JobStore, token: str | None, max_upload_mb: float):
             "settings": {"type": "string", "description": "a JSON object of config keys: "
                                                           + ", ".join(SETTINGS)}}}}}}}
 
-    @app.post("/api/jobs", status_code=202, dependencies=[Depends(authorised)], openapi_extra=upload_body,
+    @api.post("/jobs", status_code=202, openapi_extra=upload_body,
               summary="Submit a photo: a job that makes its mesh")
     async def submit(http: HTTPRequest):
         length = http.headers.get("content-length")
@@ -168,36 +177,26 @@ def build_api(store: JobStore, token: str | None, max_upload_mb: float):
             shutil.rmtree(folder, ignore_errors=True)  # the run keeps its own copy of the input
         return {"id": rec.id, "status": "queued", "url": f"/api/jobs/{rec.id}"}
 
-    @app.get("/api/jobs", dependencies=[Depends(authorised)], summary="Every job, newest first")
+    @api.get("/jobs", summary="Every job, newest first")
     def listing():
         return {"jobs": store.listing()}
 
-    @app.get("/api/jobs/{job_id}", dependencies=[Depends(authorised)],
+    @api.get("/jobs/{job_id}",
              summary="A job's status, stage, progress per stage, timings and error")
     def status(job_id: str):
         return store.describe(record(job_id))
 
-    @app.delete("/api/jobs/{job_id}", status_code=202, dependencies=[Depends(authorised)],
+    @api.delete("/jobs/{job_id}", status_code=202,
                 summary="Cancel a queued or running job (its finished stages are kept)")
     def cancel(job_id: str):
-        record(job_id)
-        try:
-            rec = store.cancel(job_id)
-        except Conflict as e:
-            return refuse(e)
-        return {"id": rec.id, "status": "cancelling"}
+        return act(job_id, store.cancel, "cancelling")
 
-    @app.post("/api/jobs/{job_id}/resume", status_code=202, dependencies=[Depends(authorised)],
+    @api.post("/jobs/{job_id}/resume", status_code=202,
               summary="Continue an interrupted, cancelled or failed job from its last finished stage")
     def resume(job_id: str):
-        record(job_id)
-        try:
-            rec = store.resume(job_id)
-        except (Conflict, QueueFull, InputError) as e:
-            return refuse(e)
-        return {"id": rec.id, "status": "queued", "url": f"/api/jobs/{rec.id}"}
+        return act(job_id, store.resume, "queued")
 
-    @app.get("/api/jobs/{job_id}/files/{name}", dependencies=[Depends(authorised)],
+    @api.get("/jobs/{job_id}/files/{name}",
              summary="A finished job's file: " + " | ".join(FILES))
     def download(job_id: str, name: str):
         rec = record(job_id)
@@ -211,6 +210,7 @@ def build_api(store: JobStore, token: str | None, max_upload_mb: float):
             raise HTTPException(404, f"job {job_id} has no {name} (its config did not write one)")
         return FileResponse(path, filename=f"{rec.label}-{name}")
 
+    app.include_router(api)
     return app
 
 
