@@ -76,6 +76,7 @@ def test_a_photo_becomes_a_job_whose_files_download(server, client, photo):
     assert all(p == {"state": "done", "fraction": 1.0} for p in state["progress"].values())
     running = [s for s in seen if s["status"] == "running" and s["stage"] == "recon" and "step" in s["progress"]["recon"]]
     assert running and running[-1]["progress"]["recon"]["total"] == 10 and running[-1]["progress"]["views"]["state"] == "done"
+    assert max(s["progress"]["recon"]["step"] for s in running) > 0  # the training steps count up
     assert set(state["files"]) == {"mesh.glb", "mesh.obj.zip", "mesh.ply", "turntable.mp4", "views_grid.png"}
 
     base = f"/api/jobs/{job_id}/files"

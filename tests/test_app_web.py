@@ -82,6 +82,15 @@ def test_progress_listener_counts_quiet_bars_and_can_stop_the_work():
             bar.set_postfix(loss=1.0)
             bar.close()
         assert heard == [("recon neus", 2, 5), ("recon neus", 3, 5), ("recon neus", 4, 5), ("recon neus", 5, 5)]
+        with listen(lambda *event: heard.append(event)):  # a bar counted by hand, and moved back
+            bar = progress(total=4, desc="recon neus")
+            bar.update(1)
+            bar.update(2)
+            bar.n = 1
+            bar.refresh()
+            bar.close()
+        assert heard[4:] == [("recon neus", 0, 4), ("recon neus", 1, 4), ("recon neus", 3, 4), ("recon neus", 1, 4)]
+        del heard[4:]
         for _ in progress(range(3), desc="outside"):  # no listener: nothing heard
             pass
         assert len(heard) == 4
