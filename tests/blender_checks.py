@@ -67,6 +67,25 @@ def render(path: str, objects) -> None:
     bpy.ops.render.render(write_still=True)
 
 
+def blend_images(props, photo: str) -> list:
+    """What the add-on sends for an image of the .blend: one loaded from disk, the same packed, one painted."""
+    import base64
+    import importlib
+
+    addon = importlib.import_module("bl_ext.user_default.img2mesh")
+    props.source = "BLEND"
+    sent = []
+    props.image = bpy.data.images.load(photo)
+    sent.append(addon.image_bytes(props))
+    props.image.pack()
+    sent.append(addon.image_bytes(props))
+    props.image = bpy.data.images.new("painted", 96, 64)
+    props.image.generated_color = (0.9, 0.2, 0.1, 1.0)
+    sent.append(addon.image_bytes(props))
+    props.source, props.image = "FILE", None
+    return [[name, base64.b64encode(data).decode()] for name, data in sent]
+
+
 def main(args: dict) -> dict:
     out = {}
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -77,6 +96,7 @@ def main(args: dict) -> dict:
     scene = bpy.context.scene
     scene.cursor.location = args["cursor"]
     props = scene.img2mesh
+    out["blend_images"] = blend_images(props, args["photo"])
     props.source, props.filepath, props.server = "FILE", args["photo"], args["server"]
     props.elevation, props.preset, props.token = 5.0, "cpu", args.get("token", "")
     result = bpy.ops.img2mesh.generate()  # the operator as scripts run it (the panel's button runs it modal)

@@ -98,6 +98,22 @@ def test_the_addon_generates_a_textured_mesh_at_the_3d_cursor(job):
           f"whole session (install, generate, three imports, the still) {seen['blender_seconds']:.1f} s")
 
 
+def test_the_addon_sends_images_of_the_blend_file_as_files(job):
+    import base64
+    import io
+
+    from PIL import Image
+
+    seen, _, tmp = job
+    (disk, disk_data), (packed, packed_data), (painted, painted_data) = seen["blend_images"]
+    photo = (tmp / "pika photo.jpg").read_bytes()
+    assert disk == "pika photo.jpg" and base64.b64decode(disk_data) == photo  # the file itself
+    assert base64.b64decode(packed_data) == photo  # packed into the .blend: the same bytes
+    with Image.open(io.BytesIO(base64.b64decode(painted_data))) as im:  # only pixels: sent as a PNG
+        assert painted == "painted.png" and im.format == "PNG" and im.size == (96, 64)
+        assert np.asarray(im.convert("RGB"))[0, 0].tolist() == pytest.approx([230, 51, 26], abs=3)  # its colour
+
+
 @pytest.mark.parametrize("fmt", ["glb", "obj", "ply"])
 def test_a_runs_meshes_stand_upright_in_blenders_importers_at_their_defaults(job, fmt):
     seen, run, _ = job
