@@ -34,7 +34,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    package_data={"img2mesh.configs": ["*.yaml"]},
+    package_data={"img2mesh.configs": ["*.yaml"], "img2mesh.blender_addon": ["blender_manifest.toml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
@@ -63,10 +63,11 @@ setup(
         "tqdm>=4.65",
     ],
     extras_require={
-        "web": ["gradio>=6", "gradio_client>=2"],  # `img2mesh serve`
+        "web": ["gradio>=6", "gradio_client>=2", "fastapi>=0.110", "uvicorn>=0.29"],  # `img2mesh serve`
         "ray": ["ray>=2.9"],  # `img2mesh batch --ray`
         "openvino": ["openvino>=2024.0"],  # diffusion.backend=openvino (the UNet on the CPU)
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "gradio>=6", "gradio_client>=2", "selenium>=4.20", "ray>=2.9"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "gradio>=6", "gradio_client>=2", "selenium>=4.20", "ray>=2.9",
+                 "httpx>=0.27"],  # (Blender's bpy: tests/blender-requirements.txt, in its own venv)
     },
     entry_points={"console_scripts": ["img2mesh=img2mesh.cli:main"]},
 )

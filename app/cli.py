@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("views_dir", type=Path, metavar="VIEWS_DIR")
     _common(q, out_help="report folder to create", resume=False, rerun=False)
 
+    p = sub.add_parser("blender-addon", help="write the Blender add-on (an installable zip) into --out",
+                       epilog=EPILOG)
+    _common(p, config=False, out_help="folder to write img2mesh_blender-VERSION.zip into (default .)")
+
     p = sub.add_parser("serve", help="the web app: a photo in the browser -> views, mesh, downloads", epilog=EPILOG)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -164,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=1, help="runs at the same time (default 1: one GPU job)")
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload in MB (default 25)")
     p.add_argument("--scene-root", type=Path, help="folder searched first for scenes")
+    p.add_argument("--max-queue", type=int, default=8,
+                   help="jobs that may wait for a slot (default 8); beyond it the REST API answers 429")
+    p.add_argument("--token", help="the token REST clients send (Authorization: Bearer) and the page's password "
+                                   "(default $IMG2MESH_TOKEN); required off 127.0.0.1 unless --no-auth")
+    p.add_argument("--no-auth", action="store_true", help="serve off 127.0.0.1 without a token (a trusted network)")
     _common(p, out_help="folder the runs are written into (default runs/web)", resume=False, rerun=False)
     return parser
 
@@ -386,7 +395,16 @@ def cmd_serve(args) -> int:
 
     return serve(out=args.out or DEFAULT_OUT, host=args.host, port=args.port, model=args.model, preset=args.config,
                  overrides=args.overrides, concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
-                 scene_root=args.scene_root, quiet=args.quiet)
+                 scene_root=args.scene_root, quiet=args.quiet, token=args.token, no_auth=args.no_auth,
+                 max_queue=args.max_queue)
+
+
+def cmd_blender_addon(args) -> int:
+    from img2mesh.addon import build_addon
+
+    path = build_addon(args.out or Path("."))
+    print(f"{path}: in Blender, Edit > Preferences > Get Extensions > Install from Disk (or drag it onto Blender)")
+    return 0
 
 
 COMMANDS = {
@@ -402,6 +420,7 @@ COMMANDS = {
     "metrics": cmd_metrics,
     "eval": cmd_eval,
     "serve": cmd_serve,
+    "blender-addon": cmd_blender_addon,
 }
 
 

@@ -3,14 +3,17 @@
 One process loads the Zero-1-to-3 model once and shares it; requests queue (``--concurrency``, one GPU job at
 a time by default). Each request is a normal run folder under ``--out`` (app/web_jobs.py does the work; this
 file is the page). Errors a user can cause are one-line messages on the page; the server binds to 127.0.0.1
-unless told otherwise and serves copies of a run's downloads, never the run folders themselves.
+unless told otherwise and serves copies of a run's downloads, never the run folders themselves. The REST API
+(app/rest.py) shares the process, the queue and the run folders: one FastAPI app holds its routes and the page.
 """
 from __future__ import annotations
 
 import html
 import logging
 import os
+import secrets
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +24,9 @@ from img2mesh.data.errors import Img2MeshError, InputError, UnavailableError
 from img2mesh.data.progress import set_quiet
 
 from .config import load_config
+from .jobs_store import JobStore
 from .pipeline import STAGES
+from .rest import access_token, build_api
 from .web_jobs import LIMITS, MAX_UPLOAD_MB, Request, Snapshot, WebService
 
 log = logging.getLogger(__name__)
@@ -113,13 +118,17 @@ def build_app(service: WebService):
                                       label="Views (input included)", elem_id="img2mesh-views")
                 steps = gr.Slider(*LIMITS["steps"], value=steps_of(base), step=1, label="Denoising steps",
                                   elem_id="img2mesh-steps")
+                # Two numbers to a row and the texture checkbox under them: three in one row overflow the column
+                # below ~1400 px.
                 with gr.Row():
                     seed = gr.Number(base.seed, precision=0, minimum=LIMITS["seed"][0], maximum=LIMITS["seed"][1],
                                      label="Seed", elem_id="img2mesh-seed")
-                    texture = gr.Checkbox(base.export.texture, label="Texture", elem_id="img2mesh-texture")
                     target_faces = gr.Number(base.export.target_faces, precision=0,
                                              minimum=LIMITS["target_faces"][0], maximum=LIMITS["target_faces"][1],
                                              label="Target faces (0: keep all)", elem_id="img2mesh-faces")
+                texture = gr.Checkbox(base.export.texture, label="Texture",
+                                      info="a UV texture in the GLB and OBJ (off: vertex colours)",
+                                      elem_id="img2mesh-texture")
                 run = gr.Button("Run", variant="primary", elem_id="img2mesh-run")
                 status = gr.Markdown("Upload a photo or pick a scene, then Run.", label="Progress",
                                      elem_id="img2mesh-status")
@@ -232,42 +241,85 @@ def _load_rgba(path: Path):
 
 @dataclass
 class WebServer:
-    app: Any  # gradio.Blocks
+    app: Any  # the FastAPI app: the REST API (app/rest.py) with the page mounted at /
     service: WebService
     url: str
+    jobs: JobStore
+    server: Any  # uvicorn.Server, serving in ``thread``
+    thread: threading.Thread
 
     def close(self) -> None:
         try:
-            self.app.close()
+            self.jobs.close()
+            self.server.should_exit = True
+            self.thread.join(timeout=30)
         finally:
             self.service.close()
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a busy port is an error at once (uvicorn would exit)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def start(out=DEFAULT_OUT, host: str = "127.0.0.1", port: int = 7860, model=None, preset: str | None = None,
           overrides=(), concurrency: int = 1, max_upload_mb: float = MAX_UPLOAD_MB, scene_root=None,
-          quiet: bool = False) -> WebServer:
-    """Load the model, build the page and serve it in the background; ``close()`` stops it."""
+          quiet: bool = False, token: str | None = None, no_auth: bool = False, max_queue: int = 8) -> WebServer:
+    """Load the model, build the page and the REST API and serve both in the background; ``close()`` stops it."""
     load_config(preset or "default", overrides)  # a bad setting is said first, before anything else
-    _gradio()  # before the model: a missing extra is said at once, not after a long load
+    gr = _gradio()  # before the model: a missing extra is said at once, not after a long load
+    import uvicorn
+
     if not 1 <= int(port) <= 65535:
         raise InputError(f"--port must be between 1 and 65535, got {port}")
     if max_upload_mb <= 0:
         raise InputError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    if max_queue < 0:
+        raise InputError(f"--max-queue must be 0 or more, got {max_queue}")
+    token = access_token(host, token, no_auth)
     service = WebService(out, preset, overrides, model=model, scene_root=scene_root, concurrency=concurrency,
                          max_upload_mb=max_upload_mb)
     try:
-        app = build_app(service)
-        app.queue(default_concurrency_limit=concurrency)
-        app.launch(server_name=host, server_port=int(port), prevent_thread_lock=True, quiet=quiet, share=False,
-                   inbrowser=False, show_error=False, ssr_mode=False, mcp_server=False,
-                   max_file_size=int(max_upload_mb * 1e6), css=CSS)
-    except OSError as e:
-        service.close()
-        raise InputError(f"cannot serve on {host}:{port} ({e}): choose another --port") from None
+        jobs = JobStore(service, max_queue)
+        blocks = build_app(service)
+        blocks.queue(default_concurrency_limit=concurrency)
+        app = build_api(jobs, token, max_upload_mb)
+        # the page asks for the token as the password of its sign-in form (any user name)
+        auth = None if token is None else (lambda _user, password: secrets.compare_digest(password, token))
+        gr.mount_gradio_app(app, blocks, "/", server_name=host, server_port=int(port), auth=auth,
+                            auth_message="Sign in with any name and the server's token as the password.",
+                            show_error=False, ssr_mode=False, mcp_server=False,
+                            max_file_size=int(max_upload_mb * 1e6), css=CSS)
+        try:
+            sock = _listen(host, int(port))
+        except OSError as e:
+            raise InputError(f"cannot serve on {host}:{port} ({e}): choose another --port") from None
+        # keep-alive outlasts the event loop's stalls while a run holds the GIL in C code (mesh export): a
+        # shorter one can close a connection whose next request has already arrived (a reset, for the client)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning" if quiet else "info", access_log=False,
+                                               timeout_keep_alive=75, timeout_graceful_shutdown=5))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="img2mesh-http", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                sock.close()
+                raise InputError(f"the server on {host}:{port} did not start (see the log above)")
+            time.sleep(0.05)
     except BaseException:
         service.close()
         raise
-    return WebServer(app, service, app.local_url)
+    shown = f"[{host}]" if ":" in host else host
+    return WebServer(app, service, f"http://{shown}:{port}/", jobs, server, thread)
 
 
 def _stop(signum, frame):
@@ -281,8 +333,8 @@ def serve(**kwargs) -> int:
     try:  # from here on every way out closes the server
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _stop)  # a service manager's stop also removes the staged downloads
-        print(f"img2mesh web app: {server.url} (runs in {Path(server.service.out).resolve()}); Ctrl+C stops it",
-              flush=True)
+        print(f"img2mesh web app: {server.url} (runs in {Path(server.service.out).resolve()}); REST API "
+              f"{server.url}api/jobs, its docs {server.url}docs; Ctrl+C stops it", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

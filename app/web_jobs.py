@@ -35,7 +35,7 @@ from img2mesh.data.cameras import camera_from_spherical
 from img2mesh.data.devices import resolve_device
 from img2mesh.data.errors import Img2MeshError, InputError
 from img2mesh.data.images import SUPPORTED, load_image
-from img2mesh.data.io import atomic_write_bytes, png_bytes
+from img2mesh.data.io import atomic_path, atomic_write_bytes, png_bytes
 from img2mesh.data.preprocess import recentre
 from img2mesh.data.progress import listen
 from img2mesh.data.scenes import check_scene_name, find_scene, list_scenes
@@ -142,6 +142,7 @@ class Snapshot:
     error: str | None = None
     finished: bool = False
     seconds: float = 0.0
+    running: bool = False  # it holds a run slot (False: queued behind --concurrency others)
 
 
 class Cancelled(Exception):
@@ -159,6 +160,8 @@ class Job:
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._work, name=f"img2mesh-web {rd.root.name}", daemon=True)
         self._start = time.perf_counter()
+        with service.jobs_lock:
+            service.jobs.add(self)
         self._thread.start()
 
     # -- the worker ------------------------------------------------------------------------------------
@@ -188,11 +191,19 @@ class Job:
 
     def _work(self) -> None:
         try:
-            with self.service.gpu:  # one GPU job at a time (or --concurrency), whatever the queue lets through
+            # one GPU job at a time (or --concurrency), whatever the queue lets through; a queued job that is
+            # cancelled leaves the queue at once
+            while not self.service.gpu.acquire(timeout=0.1):
                 if self._cancel.is_set():
                     raise Cancelled()
+            try:
+                if self._cancel.is_set():
+                    raise Cancelled()
+                self._update(running=True)
                 with listen(self._on_progress):
                     self._run()
+            finally:
+                self.service.gpu.release()
         except Cancelled:
             self.rd.remove_if_unfinished()  # cancelled in the queue: as the runner does with a run that ends early
             log.info("%s: cancelled, finished stages are kept", self.rd.root)
@@ -204,6 +215,9 @@ class Job:
             log.exception("%s failed", self.rd.root)
             self._update(error=f"internal error ({type(e).__name__}); the server log has the details",
                          finished=True)
+        finally:
+            with self.service.jobs_lock:
+                self.service.jobs.discard(self)
 
     def _run(self) -> None:
         result = run_pipeline(self.cfg, self.rd, self.source, model=self.service.model, on_stage=self._on_stage)
@@ -213,6 +227,13 @@ class Job:
     # -- the page's side -------------------------------------------------------------------------------
     def cancel(self) -> None:
         self._cancel.set()
+
+    def snapshot(self) -> Snapshot:
+        """The job as it is now (images shared, not copied)."""
+        with self._changed:
+            if not self._thread.is_alive() and not self._state.finished:  # it died of something uncaught
+                self._state.error, self._state.finished = "internal error; the server log has the details", True
+            return dataclasses.replace(self._state, done=dict(self._state.done), files=dict(self._state.files))
 
     def updates(self, interval: float = 0.25):
         """Snapshots as the job changes (at most one per ``interval``), the last one ``finished``."""
@@ -232,12 +253,12 @@ class Job:
 def obj_zip(obj: Path, target: Path) -> Path:
     """mesh.obj with its material library and the images it names, in one zip."""
     root = obj.parent.resolve()
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
-        for path in dict.fromkeys([obj, *obj_companions(obj)]):
+    with atomic_path(target) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in dict.fromkeys([obj, *obj_companions(obj)]):  # (never served half-written: appears by a rename)
             path = Path(path).resolve()
             if path.is_file() and path.is_relative_to(root):  # a name in a file never reaches outside the run
                 z.write(path, path.relative_to(root).as_posix())
-    return target
+    return Path(target)
 
 
 def stage_downloads(result, run_dir: Path, staging: Path, label: str) -> dict[str, Path]:
@@ -280,6 +301,8 @@ class WebService:
         self.max_upload_mb = max_upload_mb
         self.concurrency = concurrency
         self.gpu = threading.BoundedSemaphore(concurrency)
+        self.jobs: set[Job] = set()  # the unfinished jobs, the page's and the REST API's (their shared queue)
+        self.jobs_lock = threading.Lock()
         self._names = threading.Lock()
         if model is None or isinstance(model, (str, Path)):
             from .api import load_model
@@ -394,6 +417,17 @@ class WebService:
             rd.remove_if_unfinished()  # nothing of a refused request stays
             raise
         return Job(self, cfg, rd, source, self.staging_root / f"{source.label}-{rd.root.name}")
+
+    def resume(self, root: Path, cfg: Config, label: str) -> Job:
+        """Continue a run folder this service started (a server restarted mid-job): ``cfg`` is the config it
+        started with, so every finished stage is skipped."""
+        root = Path(root)
+        rd = RunDir.open(root) if (root / "run.json").is_file() else RunDir(root, {"stages": {}})
+        originals = sorted(rd.input_dir.glob("original.*"))
+        if not originals:
+            raise InputError("the job's input is gone from its run folder: submit the image again")
+        staging = self.staging_root / f"{label}-{root.name}-{time.strftime('%H%M%S')}"
+        return Job(self, cfg, rd, InputSource(originals[0], None, label), staging)
 
     def _keep_input(self, request: Request, source: InputSource, rd: RunDir) -> InputSource:
         """The input goes into the run (gradio's copy of an upload is temporary), without its alpha when asked,

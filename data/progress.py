@@ -43,7 +43,7 @@ class _ReportingBar(tqdm):
     def __init__(self, *args, listener: Listener, **kwargs):
         super().__init__(*args, **kwargs)
         self._listener, self._label = listener, kwargs.get("desc") or ""
-        self._count = kwargs.get("initial", 0)
+        self._count = self._set_n = kwargs.get("initial", 0)
         if self.total is None and hasattr(self.iterable, "__len__"):
             self.total = len(self.iterable)
         listener(self._label, self._count, self.total)
@@ -54,11 +54,21 @@ class _ReportingBar(tqdm):
             self._count += 1
             self._listener(self._label, self._count, self.total)
 
-    def update(self, n=1):  # a bar advanced by hand (a training loop's)
+    def update(self, n=1):
         shown = super().update(n)
-        self._count += n
-        self._listener(self._label, self._count, self.total)
+        if self.disable:  # a disabled tqdm counts nothing itself
+            self.n += n
+        self._set_n = self.n
+        self._listener(self._label, self.n, self.total)
         return shown
+
+    def refresh(self, *args, **kwargs):
+        if self.disable:
+            if self.n != getattr(self, "_set_n", self.n):  # `bar.n = step; bar.refresh()`: a rollback
+                self._set_n = self.n
+                self._listener(self._label, self.n, self.total)
+            return None
+        return super().refresh(*args, **kwargs)
 
 
 def progress(iterable=None, total: int | None = None, desc: str | None = None, **kwargs) -> tqdm:

@@ -83,8 +83,9 @@ def test_run_writes_every_artifact_and_resume_recomputes_nothing(finished, capsy
     assert len(glb.vertices) == len(obj.vertices) >= len(ply.vertices)  # textured: vertices split at UV seams
     assert glb.visual.material.baseColorTexture.size == (256, 256) and (out / "mesh_albedo.png").is_file()
     assert ply.visual.vertex_colors.shape == (len(ply.vertices), 4)
-    # z-up files; the GLB is y-up (x, y, z) -> (x, z, -y), same size.
+    # the PLY is z-up; the GLB and OBJ are y-up (x, y, z) -> (x, z, -y), same size.
     assert np.allclose(glb.extents, ply.extents[[0, 2, 1]], atol=1e-4)
+    assert np.allclose(obj.extents, glb.extents, atol=1e-4)
 
     grid = imageio.imread(out / "views_grid.png")
     assert grid.ndim == 3 and grid.shape[0] > 0

@@ -27,14 +27,9 @@ from img2mesh.data.scenes import find_scene
 from img2mesh.web_jobs import Request, WebService, check_upload, obj_zip, safe_label
 
 from fast import FAST
+from servers import free_port, pikachu_photo, tiny_model
 
 SCREENSHOT_ENV = "IMG2MESH_WEB_SCREENSHOT"  # also copy the browser test's screenshot here (docs/web.png)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:
@@ -45,20 +40,12 @@ def write_png(path: Path, array: np.ndarray) -> Path:
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory, shared) -> Path:
     """A photo without alpha: pikachu on a grey background, as JPEG (the cut-out comes from rembg)."""
-    scene = find_scene("pikachu")
-    with Image.open(scene.image_path) as im:
-        rgba = im.convert("RGBA")
-    back = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
-    path = tmp_path_factory.mktemp("photo") / "pika photo.jpg"
-    Image.alpha_composite(back, rgba).convert("RGB").save(path, quality=92)
-    return path
+    return pikachu_photo(tmp_path_factory.mktemp("photo") / "pika photo.jpg")
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from img2mesh.diffusion import build_random_zero123
-
-    return build_random_zero123("tiny", seed=0).save_pretrained(tmp_path_factory.mktemp("zero123") / "tiny")
+    return tiny_model(tmp_path_factory.mktemp("zero123"))
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +84,15 @@ def test_progress_listener_counts_quiet_bars_and_can_stop_the_work():
             bar.set_postfix(loss=1.0)
             bar.close()
         assert heard == [("recon neus", 2, 5), ("recon neus", 3, 5), ("recon neus", 4, 5), ("recon neus", 5, 5)]
-        with listen(lambda *event: heard.append(event)):
-            bar = progress(total=3, desc="by hand")  # a training loop's bar, advanced with update()
+        with listen(lambda *event: heard.append(event)):  # a bar counted by hand, and moved back
+            bar = progress(total=4, desc="recon neus")
             bar.update(1)
             bar.update(2)
+            bar.n = 1
+            bar.refresh()
             bar.close()
-        assert heard[4:] == [("by hand", 0, 3), ("by hand", 1, 3), ("by hand", 3, 3)]
+        assert heard[4:] == [("recon neus", 0, 4), ("recon neus", 1, 4), ("recon neus", 3, 4), ("recon neus", 1, 4)]
+        del heard[4:]
         for _ in progress(range(3), desc="outside"):  # no listener: nothing heard
             pass
         assert len(heard) == 7
@@ -376,6 +366,21 @@ def chromium_paths():
     return browser, driver
 
 
+# Elements of the page whose content is wider than they are and clipped or scrolled (a cut control), and
+# horizontal overflow of the page itself.
+CUT_CONTROLS = """
+const cut = [];
+for (const el of document.querySelectorAll('.gradio-container *')) {
+  const style = getComputedStyle(el);
+  if (el.offsetParent === null && style.position !== 'fixed') continue;
+  if (['auto', 'scroll', 'hidden', 'clip'].includes(style.overflowX) && el.scrollWidth > el.clientWidth + 1)
+    cut.push(`${el.id || el.className}: ${el.scrollWidth} px of content in ${el.clientWidth} px`);
+}
+if (document.documentElement.scrollWidth > window.innerWidth) cut.push('the page scrolls sideways');
+return cut;
+"""
+
+
 def drawn_share(png: bytes) -> float:
     """Share of an element's pixels that differ from its corner (its background)."""
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
@@ -409,6 +414,12 @@ def test_the_page_in_headless_chromium(server, photo, tmp_path):
         wait = WebDriverWait(driver, 60)
         driver.get(server.url)
         upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#img2mesh-image input[type=file]")))
+        for width in (1280, 1920):  # common screens: every control whole, nothing scrolls sideways
+            driver.set_window_size(width, 1150)
+            wait.until(lambda d: d.execute_script("return window.innerWidth") == width)
+            time.sleep(0.5)  # the layout settles
+            assert driver.execute_script(CUT_CONTROLS) == [], f"cut controls at {width} px"
+        driver.set_window_size(1400, 1150)
         upload.send_keys(str(photo))
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#img2mesh-cutout img")))
         clicked = time.perf_counter()

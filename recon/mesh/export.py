@@ -2,11 +2,12 @@
 
 Units and frame: the mesh stays in img2mesh's world units (the object about 1 unit across, cameras at
 radius 2; read 1 unit as 1 metre) and its world placement (object at the origin, where every camera
-looks; export.origin places it otherwise, in the asset). OBJ and PLY keep the z-up world; GLB is
-rotated to glTF's y-up (+z up -> +y up, -y front -> +z front), so Blender, three.js and model viewers
-show it upright, and ``load_mesh`` rotates it back. Colours: vertex colours in all three formats (OBJ as
-``v x y z r g b``, GLB as COLOR_0); a UV texture goes into OBJ (MTL ``map_Kd``) and GLB, and is baked
-to vertex colours for PLY. Every file is written atomically.
+looks; export.origin places it otherwise, in the asset). PLY keeps the z-up world (Blender's PLY importer
+assumes z up); GLB is rotated to glTF's y-up (+z up -> +y up, -y front -> +z front), so Blender, three.js and
+model viewers show it upright, and ``load_mesh`` rotates it back; OBJ is y-up too (OBJ's usual convention, what
+Blender's OBJ importer assumes), marked as img2mesh's by its first line. Colours: vertex colours in all
+three formats (OBJ as ``v x y z r g b``, GLB as COLOR_0); a UV texture goes into OBJ (MTL ``map_Kd``) and GLB,
+and is baked to vertex colours for PLY. Every file is written atomically.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from img2mesh.data.errors import InputError
 from img2mesh.data.io import atomic_path, atomic_write_bytes, png_bytes
 from img2mesh.data.views import View, Views, on_white
 
-from .io import Z_UP_TO_Y_UP
+from .io import OBJ_Y_UP, Z_UP_TO_Y_UP
 from .raycast import MeshRender, render_mesh
 
 FORMATS = ("obj", "glb", "ply")
@@ -46,7 +47,7 @@ def _obj_files(mesh: trimesh.Trimesh, stem: str) -> dict[str, bytes]:
         header, _, body = text.partition("\n")
         text = f"{header}\nmtllib {stem}.mtl\n{body}"
         files[f"{stem}.mtl"] = f"newmtl {stem}\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nillum 1\n".encode()
-    files[f"{stem}.obj"] = text.encode("utf-8")
+    files[f"{stem}.obj"] = f"{OBJ_Y_UP}\n{text}".encode("utf-8")
     return files
 
 
@@ -65,8 +66,11 @@ def export_mesh(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
+    if "obj" in formats or "glb" in formats:
+        y_up = mesh.copy(include_cache=True)  # keeps vertex normals set on the mesh (rotated with it)
+        y_up.apply_transform(Z_UP_TO_Y_UP)
     if "obj" in formats:
-        for name, data in _obj_files(mesh, stem).items():
+        for name, data in _obj_files(y_up, stem).items():
             atomic_write_bytes(out_dir / name, data)
         written["obj"] = out_dir / f"{stem}.obj"
     if "ply" in formats:
@@ -76,8 +80,6 @@ def export_mesh(
             flat.visual = mesh.visual.to_color()  # PLY has no textures: sample them at the vertices
         written["ply"] = atomic_write_bytes(out_dir / f"{stem}.ply", flat.export(file_type="ply"))
     if "glb" in formats:
-        y_up = mesh.copy(include_cache=True)  # keeps vertex normals set on the mesh (rotated with it)
-        y_up.apply_transform(Z_UP_TO_Y_UP)
         written["glb"] = atomic_write_bytes(out_dir / f"{stem}.glb", y_up.export(file_type="glb"))
     return written
 

@@ -20,6 +20,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # and y-up's +z (glTF "front") becomes -y. export.py uses the inverse, so export -> load is the identity.
 Y_UP_TO_Z_UP = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 Z_UP_TO_Y_UP = np.linalg.inv(Y_UP_TO_Z_UP)
+# The first line of img2mesh's OBJ files, which are y-up (OBJ's usual convention; earlier versions wrote z-up
+# OBJ files without it).
+OBJ_Y_UP = "# img2mesh mesh, y up"
+
+
+def obj_is_y_up(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an OBJ written y-up by img2mesh (its first line says so)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline().strip() == OBJ_Y_UP
+    except OSError:
+        return False
 
 
 def raycasting_scene(vertices: np.ndarray, faces: np.ndarray):
@@ -39,8 +51,9 @@ def load_mesh(path: str | os.PathLike, up: str | None = None, texture: str | os.
     """Read OBJ / PLY / GLB / GLTF (or anything trimesh reads) as one mesh in the z-up world.
 
     ``up`` is the file's up axis: ``'z'`` (kept as is) or ``'y'`` (rotated +90 deg about x so +y becomes +z).
-    Default: ``'y'`` for GLB/GLTF (the glTF convention, undoing :func:`export_mesh`'s conversion), ``'z'``
-    otherwise (img2mesh's OBJ/PLY). A scene is flattened into one mesh with its node transforms applied.
+    Default: ``'y'`` for GLB/GLTF (the glTF convention, undoing :func:`export_mesh`'s conversion) and for
+    img2mesh's own OBJ files (:func:`obj_is_y_up`), ``'z'`` otherwise (img2mesh's PLY, earlier OBJ files).
+    A scene is flattened into one mesh with its node transforms applied.
     Textures are kept. An OBJ with UVs but no ``mtllib`` gets ``texture`` if given, else the one image
     beside it whose name starts with the mesh name's first word (``spot_triangulated.obj`` ->
     ``spot_texture.png``), if exactly one such image exists.
@@ -50,7 +63,7 @@ def load_mesh(path: str | os.PathLike, up: str | None = None, texture: str | os.
         raise InputError(f"mesh file {path} does not exist")
     suffix = path.suffix.lower()
     if up is None:
-        up = "y" if suffix in (".glb", ".gltf") else "z"
+        up = "y" if suffix in (".glb", ".gltf") or (suffix == ".obj" and obj_is_y_up(path)) else "z"
     if up not in ("y", "z"):
         raise InputError(f"unknown up axis {up!r}: use 'y' or 'z'")
     try:
