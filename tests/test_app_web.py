@@ -95,7 +95,7 @@ def test_progress_listener_counts_quiet_bars_and_can_stop_the_work():
         del heard[4:]
         for _ in progress(range(3), desc="outside"):  # no listener: nothing heard
             pass
-        assert len(heard) == 7
+        assert len(heard) == 4
 
         def stop(label, n, total):
             if n == 2:
