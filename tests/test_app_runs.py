@@ -74,7 +74,7 @@ def test_in_memory_image(tmp_path):
     (["run", "--scene", "pikachu", "bogus.key=1"], 2, "unknown config key 'bogus'"),
     (["run", "--scene", "pikachu", "recon.steps=abc"], 2, "bad value for config key 'recon.steps'"),
     (["run", "--scene", "pikachu", "--model", "/no/such/model"], 2, "check the --model path"),
-    (["run", "--scene", "pikachu", "--threads", "-2"], 2, "threads must be >= 0"),
+    (["run", "--scene", "pikachu", "--threads", "-2"], 2, "threads=-2: must be a number >= 0"),
     (["run", "--scene", "pikachu", "-c", "nosuch"], 2, "unknown config preset"),
     (["recon"], 2, "give --views DIR"),
     (["recon", "--views", "/no/such/dir"], 2, "does not exist"),
