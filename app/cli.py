@@ -279,11 +279,9 @@ def cmd_batch(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from img2mesh.api import default_out
-
     from .demo import NOTICE, run_demo
 
-    result = run_demo(args.out or default_out("demo"), quiet=args.quiet, threads=args.threads)
+    result = run_demo(args.out, quiet=args.quiet, threads=args.threads)
     _print_result(args, result)
     if not args.json:
         print(f"note: {NOTICE}")
