@@ -185,7 +185,7 @@ FLAG_RANGES = (
     ("--size", "size", lambda v: v >= 16, "at least 16 pixels"),
     ("--normalize", "normalize", lambda v: v > 0.0, "a positive size"),
     ("--input-index", "input_index", lambda v: v >= 0, "0 or more"),
-    ("--threads", "threads", lambda v: v >= 0, ">= 0 (0: torch's default)"),
+    ("--threads", "threads", lambda v: v >= 0, "a number >= 0 (0: torch's default)"),
     ("--port", "port", lambda v: 1 <= v <= 65535, "in [1, 65535]"),
     ("--concurrency", "concurrency", lambda v: v >= 1, "at least 1"),
     ("--max-upload-mb", "max_upload_mb", lambda v: v > 0.0, "positive"),
@@ -199,7 +199,7 @@ def check_flags(args) -> None:
     for flag, attr, accepted, what in FLAG_RANGES:
         value = getattr(args, attr, None)
         if value is not None and not (math.isfinite(value) and accepted(value)):
-            raise InputError(f"{flag} must be {what}, got {value:g}")
+            raise InputError(f"{flag}={value:g}: must be {what}")  # the form config keys' checks use
     if getattr(args, "rerun", None) and hasattr(args, "resume") and args.resume is None:
         raise InputError("--rerun applies to an existing run: give it with --resume RUN_DIR "
                          "(a new run computes every stage anyway)")
@@ -298,11 +298,9 @@ def cmd_batch(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from img2mesh.api import default_out
-
     from .demo import NOTICE, run_demo
 
-    result = run_demo(args.out or default_out("demo"), quiet=args.quiet, threads=args.threads)
+    result = run_demo(args.out, quiet=args.quiet, threads=args.threads)
     _print_result(args, result)
     if not args.json:
         print(f"note: {NOTICE}")

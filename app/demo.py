@@ -52,8 +52,8 @@ def input_view(size: int = 256) -> PreparedInput:
 
 
 def run_demo(out, quiet: bool = False, threads: int | None = None, overrides=()):
-    """Make the demo's run folder ``out`` (a recon run of the generated views: `img2mesh export` works on it);
-    ``overrides`` go on top of the demo's settings."""
+    """Make the demo's run folder ``out`` (default runs/demo/<date-time>), a recon run of the generated views
+    (`img2mesh export` works on it); ``overrides`` go on top of the demo's settings."""
     from img2mesh.api import reconstruct_views
     from img2mesh.data.views import write_views
     from img2mesh.diffusion import build_random_zero123, generate_views
@@ -61,7 +61,7 @@ def run_demo(out, quiet: bool = False, threads: int | None = None, overrides=())
     from .config import load_config
     from .rundir import check_new_folder
 
-    out = Path(out)
+    out = Path(out) if out is not None else Path("runs") / "demo" / time.strftime("%Y%m%d-%H%M%S")
     check_new_folder(out, "choose another --out")
     extra = [*overrides, *([f"threads={threads}"] if threads is not None else [])]
     cfg = load_config("cpu", [*VIEWS, *RECON, *extra])

@@ -20,19 +20,19 @@ def cli(capsys, *args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "--image", "x.png", "--elevation", "500"], "--elevation must be in [-90, 90] degrees, got 500"),
-    (["views", "--image", "x.png", "--elevation", "nan"], "--elevation must be in [-90, 90] degrees, got nan"),
-    (["run", "--image", "x.png", "--fov", "0"], "--fov must be in (0, 180) degrees, got 0"),
-    (["run", "--scene", "pikachu", "--threads", "-1"], "--threads must be >= 0 (0: torch's default), got -1"),
-    (["batch", "photos", "--out", "o", "--elevation", "-91"], "--elevation must be in [-90, 90] degrees, got -91"),
-    (["render", "m.obj", "--out", "o", "--elevation", "95"], "--elevation must be in [-90, 90] degrees, got 95"),
-    (["render", "m.obj", "--out", "o", "--size", "4"], "--size must be at least 16 pixels, got 4"),
-    (["render", "m.obj", "--out", "o", "--radius", "0"], "--radius must be positive, got 0"),
-    (["render", "m.obj", "--out", "o", "--normalize", "-1"], "--normalize must be a positive size, got -1"),
-    (["eval", "nvs", "--objects", "o", "--input-index", "-2"], "--input-index must be 0 or more, got -2"),
-    (["serve", "--port", "70000"], "--port must be in [1, 65535], got 70000"),
-    (["serve", "--concurrency", "0"], "--concurrency must be at least 1, got 0"),
-    (["serve", "--max-upload-mb", "0"], "--max-upload-mb must be positive, got 0"),
+    (["run", "--image", "x.png", "--elevation", "500"], "--elevation=500: must be in [-90, 90] degrees"),
+    (["views", "--image", "x.png", "--elevation", "nan"], "--elevation=nan: must be in [-90, 90] degrees"),
+    (["run", "--image", "x.png", "--fov", "0"], "--fov=0: must be in (0, 180) degrees"),
+    (["run", "--scene", "pikachu", "--threads", "-1"], "--threads=-1: must be a number >= 0 (0: torch's default)"),
+    (["batch", "photos", "--out", "o", "--elevation", "-91"], "--elevation=-91: must be in [-90, 90] degrees"),
+    (["render", "m.obj", "--out", "o", "--elevation", "95"], "--elevation=95: must be in [-90, 90] degrees"),
+    (["render", "m.obj", "--out", "o", "--size", "4"], "--size=4: must be at least 16 pixels"),
+    (["render", "m.obj", "--out", "o", "--radius", "0"], "--radius=0: must be positive"),
+    (["render", "m.obj", "--out", "o", "--normalize", "-1"], "--normalize=-1: must be a positive size"),
+    (["eval", "nvs", "--objects", "o", "--input-index", "-2"], "--input-index=-2: must be 0 or more"),
+    (["serve", "--port", "70000"], "--port=70000: must be in [1, 65535]"),
+    (["serve", "--concurrency", "0"], "--concurrency=0: must be at least 1"),
+    (["serve", "--max-upload-mb", "0"], "--max-upload-mb=0: must be positive"),
     (["run", "--scene", "pikachu", "--rerun", "views"], "--rerun applies to an existing run: give it with --resume"),
 ])
 def test_flags_out_of_range_are_refused_up_front(tmp_path, capsys, monkeypatch, args, message):
