@@ -82,21 +82,27 @@ def compare(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
     print(f"{name:30s} max|diff| {(a - b).abs().max().item():.2e}   max|value| {a.abs().max().item():.2e}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, more=None) -> argparse.Namespace:
+    """The options of the model pair; ``more(parser)`` adds a script's own."""
+    parser = argparse.ArgumentParser(description=description)
+    if more is not None:
+        more(parser)
     parser.add_argument("--deps", help="folder holding kornia, einops, clip (added to sys.path)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/syncdreamer-check"))
     parser.add_argument("--volume-size", type=int, default=8, help="spatial volume (the original's is 32; smaller "
                                                                    "is faster and runs the same code)")
     parser.add_argument("--frustum-depth", type=int, default=8, help="frustum depths (the original's is 48)")
     parser.add_argument("--heads", default="num_heads=8", help="the UNet YAML's num_heads=N or num_head_channels=C")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def model_pair(args: argparse.Namespace):
+    """(the port, the original SyncMultiviewDiffusion) holding the same random weights (see the docstring)."""
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT / "tests"))
     import yaml
     from syncdreamer_tiny import original_yaml, write_tiny_syncdreamer
 
-    from img2mesh.diffusion.syncdreamer.cameras import target_azimuths, target_intrinsics, target_poses
     from img2mesh.diffusion.syncdreamer.checkpoint import syncdreamer_from_checkpoint
     from img2mesh.diffusion.syncdreamer.sizes import FULL, build_random_syncdreamer
 
@@ -116,8 +122,7 @@ def main() -> None:
                                        args.frustum_depth)
 
     stand_ins(args.deps)
-    from ldm.base_utils import read_pickle
-    from ldm.models.diffusion.sync_dreamer import SpatialVolumeNet, SyncDDIMSampler, SyncMultiviewDiffusion
+    from ldm.models.diffusion.sync_dreamer import SpatialVolumeNet, SyncMultiviewDiffusion
 
     original = SyncMultiviewDiffusion(unet_config=original_config["model"]["params"]["unet_config"],
                                       scheduler_config=None, image_size=256, clip_image_encoder_path=str(archive))
@@ -126,6 +131,16 @@ def main() -> None:
     original.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"], strict=True)
     original.eval()
     print("the original loads the checkpoint strictly")
+    return port, original
+
+
+def main() -> None:
+    args = arguments(__doc__.splitlines()[0])
+    port, original = model_pair(args)
+    from ldm.base_utils import read_pickle
+    from ldm.models.diffusion.sync_dreamer import SyncDDIMSampler
+
+    from img2mesh.diffusion.syncdreamer.cameras import target_azimuths, target_intrinsics, target_poses
 
     g = torch.Generator().manual_seed(0)
     image = torch.rand(2, 256, 256, 3, generator=g) * 2 - 1  # two instances, as sample_num 2
