@@ -41,7 +41,7 @@ class ExportConfig:
     texture_size: int = 1024  # texture side in pixels
     # quadric decimation to about this many faces before unwrapping (0 = the full mesh): the textured views match
     # the full mesh's at a fraction of the export time (experiments/README "Export within budget")
-    target_faces: int = 50000
+    target_faces: int = 100000
     origin: str = "center"  # center (bounding box) | bottom (lowest point on the ground) | world (the views' frame)
     scale: float = 1.0  # multiplies coordinates; the reconstruction's box is about 1 unit (1 m in Blender) across
     turntable: bool = True  # turntable.mp4 of the final mesh
