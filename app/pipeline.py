@@ -195,10 +195,12 @@ class Pipeline:
 
     def views(self, prepared, upstream):
         def compute():
+            from img2mesh.diffusion.config import requested_dtype
             from img2mesh.diffusion.precision import precision_record
 
             out = stages.views_stage(self.cfg, prepared, self.rd, self.device, self.model)
-            self.rd.meta["views"] = precision_record(self.cfg.diffusion.dtype, self.device, self.model)  # run.json
+            self.rd.meta["views"] = precision_record(requested_dtype(self.cfg.diffusion), self.device,
+                                                     self.model)  # run.json
             return out
 
         return self._stage("views", self.key("views", (upstream.output_hash,)), self.settings("views"), compute,

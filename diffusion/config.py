@@ -76,6 +76,12 @@ def with_generator_defaults(cfg: DiffusionConfig, generator: str) -> DiffusionCo
     return dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
 
 
+def requested_dtype(cfg: DiffusionConfig) -> str:
+    """The precision the model loads in: ``dtype``, except that explicit draws (``noise``) with ``auto`` take
+    fp32, since they are there to match the original implementations, which sample in fp32."""
+    return "fp32" if cfg.noise and cfg.dtype == "auto" else cfg.dtype
+
+
 def check_diffusion_config(cfg: DiffusionConfig) -> None:
     """Refuse a bad `diffusion.*` value with one line naming the key and its allowed values (InputError).
     Checks that involve more than one key go here too."""

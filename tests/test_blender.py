@@ -147,7 +147,7 @@ def test_img2mesh_obj_files_are_y_up_and_read_back_in_the_z_up_world(tmp_path):
     """Without Blender: the OBJ holds y-up coordinates (what Blender's OBJ importer assumes), says so on its
     first line, and load_mesh / render / metrics read it back into the z-up world; PLY stays z-up."""
     from img2mesh.recon.mesh.export import export_mesh
-    from img2mesh.recon.mesh.render import file_up_axis
+    from img2mesh.recon.mesh.up_axis import file_up_axis
 
     box = trimesh.creation.box(extents=(0.2, 0.4, 0.8))  # tall in z, the z-up world's up
     box.apply_translation((0.1, 0.0, 0.3))

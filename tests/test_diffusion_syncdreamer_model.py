@@ -212,16 +212,16 @@ def test_convert_reads_every_size_from_the_tensors_and_the_checkpoint_wins_over_
                 "image_size", "volume_size", "frustum_depth"):
         assert config[key] == getattr(tiny.config, key), key
     assert config["clip"] == tiny.config.clip and config["unet"]["attention_head_dim"] == 8
-    converted = SyncDreamer.from_pretrained(out)
+    converted = SyncDreamer.from_pretrained(out, dtype="fp32")
     same_network(tiny, converted)  # the archive's own (different) CLIP weights were overwritten
-    same_network(tiny, load_syncdreamer(ckpt, clip=clip, **SIZES))  # --model CKPT converts in memory
+    same_network(tiny, load_syncdreamer(ckpt, clip=clip, dtype="fp32", **SIZES))  # --model CKPT converts in memory
 
 
 def test_the_cli_converts_with_the_archive_beside_the_checkpoint(tiny, files, tmp_path):
     ckpt, _ = files
     assert main(["convert", str(ckpt), str(tmp_path / "cli"), "--volume-size", "8", "--frustum-depth", "8",
                  "--quiet"]) == 0
-    model = load_syncdreamer(tmp_path / "cli", device="cpu")
+    model = load_syncdreamer(tmp_path / "cli", device="cpu", dtype="fp32")
     assert (model.config.volume_size, model.config.frustum_depth) == (8, 8)
     same_network(tiny, model)
 
@@ -310,7 +310,8 @@ def test_a_hub_repository_loads_from_the_cache_and_is_one_error_when_absent(tiny
     (snapshot / CLIP_NAME).symlink_to(clip)
     assert is_syncdreamer("camenduru/SyncDreamer")
     check_source("camenduru/SyncDreamer", cache_dir=tmp_path / "hub")
-    same_network(tiny, load_syncdreamer("camenduru/SyncDreamer", cache_dir=tmp_path / "hub", **SIZES))
+    same_network(tiny, load_syncdreamer("camenduru/SyncDreamer", cache_dir=tmp_path / "hub", dtype="fp32",
+                                          **SIZES))
     with pytest.raises(ResourceError, match="jianfuzhang233/controlnet_syncdreamer is not available") as error:
         check_source("jianfuzhang233/controlnet_syncdreamer", cache_dir=tmp_path / "hub")
     assert "\n" not in str(error.value)

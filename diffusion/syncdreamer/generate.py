@@ -24,7 +24,7 @@ from img2mesh.data.io import sha256_file
 from img2mesh.data.progress import progress
 from img2mesh.data.views import Views
 
-from ..config import DiffusionConfig, with_generator_defaults
+from ..config import DiffusionConfig, requested_dtype, with_generator_defaults
 from .cameras import NUM_VIEWS, target_cameras
 from .inputs import prepare_input
 from .noise import SyncNoise, load_noise
@@ -127,7 +127,7 @@ def generate_syncdreamer_views(cfg: DiffusionConfig, rgb: np.ndarray, alpha: np.
     if model is None:
         from ..generators import load_model
 
-        model = load_model(cfg.model, device=device, dtype=cfg.dtype, clip=cfg.syncdreamer.clip)
+        model = load_model(cfg.model, device=device, dtype=requested_dtype(cfg), clip=cfg.syncdreamer.clip)
     mask_of = mask_maker(remove_background, rembg_model)
 
     # 3. sample every instance; the bar counts denoising steps
