@@ -10,13 +10,10 @@ exists, else from the CPU features torch's own detector reports; a flag is never
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Iterable
 
 import torch
-
-log = logging.getLogger(__name__)
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (/proc/cpuinfo and torch's names), Arm's "Features"
 
