@@ -77,6 +77,8 @@ def main(argv=None) -> int:
     p.add_argument("--piece-faces", type=int, default=None,
                    help="faces per piece the unwrapper charts at once (default: uv_texture.PIECE_FACES; 0: whole)")
     p.add_argument("--size", type=int, default=256, help="view size in px")
+    p.add_argument("--signed", action="store_true",
+                   help="signed distance for every mesh (right for spot: its holes are small enough for ray parity)")
     p.add_argument("--out", default="", help="write the rows here as JSON lines (appended)")
     args = p.parse_args(argv)
     set_quiet(True)
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
     for name in args.objects:
         views, gt = gt_views(name, size=args.size)
         resolution = load_config(args.preset).export.mesh.resolution
-        mesh, color = gt_field(gt, resolution, shell=0.0 if gt.is_watertight else 0.75 * 1.1 / resolution)
+        mesh, color = gt_field(gt, resolution, shell=0.0 if gt.is_watertight or args.signed else 0.75 * 1.1 / resolution)
         for faces in args.faces:
             texture = faces != 0 or args.full_texture
             with tempfile.TemporaryDirectory() as tmp:
