@@ -67,7 +67,7 @@ setup(
         "ray": ["ray>=2.9"],  # `img2mesh batch --ray`
         "openvino": ["openvino>=2024.0"],  # diffusion.backend=openvino (the UNet on the CPU)
         "test": ["pytest>=8", "pytest-xdist>=3.5", "gradio>=6", "gradio_client>=2", "selenium>=4.20", "ray>=2.9",
-                 "httpx>=0.27"],  # (Blender's bpy: tests/blender-requirements.txt, in its own venv)
+                 "httpx>=0.27", "openvino>=2024.0"],  # (Blender's bpy: tests/blender-requirements.txt, own venv)
     },
     entry_points={"console_scripts": ["img2mesh=img2mesh.cli:main"]},
 )
