@@ -1,11 +1,9 @@
-"""What the server tests share: the fast settings (tests/fast.py), a free port, a photo, a REST client."""
+"""What the server tests share: a free port, a photo, a tiny model, a REST client that polls jobs."""
 import socket
 import time
 from pathlib import Path
 
 from PIL import Image
-
-from fast import FAST  # noqa: F401 (the one list; server tests take it from here too)
 
 FINAL = ("done", "failed", "cancelled", "interrupted")
 

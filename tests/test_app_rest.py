@@ -18,7 +18,8 @@ from img2mesh.cli import main
 from img2mesh.data.errors import InputError
 from img2mesh.data.progress import is_quiet, set_quiet
 from img2mesh.rest import access_token
-from servers import FAST, free_port, pikachu_photo, tiny_model, wait_for
+from fast import FAST
+from servers import free_port, pikachu_photo, tiny_model, wait_for
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("gradio")

@@ -19,7 +19,8 @@ import trimesh
 from img2mesh.cli import main
 from img2mesh.data.progress import is_quiet, set_quiet
 from img2mesh.recon.mesh.io import load_mesh
-from servers import FAST, free_port, pikachu_photo, tiny_model, wait_for
+from fast import FAST
+from servers import free_port, pikachu_photo, tiny_model, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDER_ENV = "IMG2MESH_BLENDER_RENDER"  # also copy the still here (docs/blender.png)
