@@ -41,6 +41,20 @@ def test_trilinear_grid_matches_grid_sample_and_autograd():
     assert torch.allclose(grad[:, 1], autograd, atol=1e-4)
 
 
+def test_one_channel_grid_gives_the_same_values_with_and_without_a_graph():
+    """The no-graph path (grid_sample) and the gathers agree inside the box and clamp alike outside it."""
+    g = DenseGrid(11, 1, [-1.0, -1.0, -1.0], [1.0, 1.0, 1.5])
+    with torch.no_grad():
+        g.values.normal_()
+    x = torch.rand(500, 3) * 3.4 - 1.6  # a third of the points outside the box
+    with torch.no_grad():
+        fast = g(x)
+    traced = g(x)  # the parameter needs a gradient: the gathers
+    assert traced.requires_grad and not fast.requires_grad
+    assert fast.shape == traced.shape == (500, 1)
+    assert torch.allclose(fast, traced, atol=1e-5)
+
+
 def test_frequency_encoding_values():
     enc = FrequencyEncoding(3, 2)
     x = torch.tensor([[0.5, 0.0, -1.0]])

@@ -131,23 +131,28 @@ def render_neus(field, rays: RayBatch, n_samples: int, n_importance: int, up_sam
         alpha_est = torch.cat([alpha_est, torch.zeros_like(alpha_est[:, :1])], dim=-1)
         visible = render_visibility_from_alpha(alpha_est, early_stop_eps=early_stop_eps).reshape(-1)
         active = visible & (sdf.abs() * inv_s < sdf_band) & (dists.reshape(-1) > 0)
+    # Gathers by index_select throughout: its backward (index_add) costs a fraction of boolean or advanced
+    # indexing's (index_put with accumulation), and with unique indices both give the same numbers.
     idx = torch.nonzero(active).squeeze(1)
-    sdf, grad, feature = field.geometry(points[idx])
-    alpha_active = neus_alpha(sdf, (dirs[idx] * grad).sum(-1), dists.reshape(-1)[idx], inv_s, cos_anneal)
+    sdf, grad, feature = field.geometry(points.index_select(0, idx))
+    alpha_active = neus_alpha(sdf, (dirs.index_select(0, idx) * grad).sum(-1), dists.reshape(-1)[idx], inv_s,
+                              cos_anneal)
     alpha = torch.zeros(t.numel(), device=t.device, dtype=alpha_active.dtype).index_put((idx,), alpha_active)
     weights, _ = render_weight_from_alpha(alpha.reshape(t.shape))  # [n_rays, s]
-    w_active = weights.reshape(-1)[idx]
-    keep = w_active.detach() > WEIGHT_EPS  # colour only where it shows
+    w_active = weights.reshape(-1).index_select(0, idx)
+    keep = torch.nonzero(w_active.detach() > WEIGHT_EPS).squeeze(1)  # colour only where it shows
     ci = idx[keep]
-    normal = grad[keep] / grad[keep].norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    feature = field.feature(points[ci]) if feature is None else feature[keep]
-    color = field.color(points[ci], dirs[ci], normal, feature)
+    grad_kept = grad.index_select(0, keep)
+    normal = grad_kept / grad_kept.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    points_kept = points.index_select(0, ci)
+    feature = field.feature(points_kept) if feature is None else feature.index_select(0, keep)
+    color = field.color(points_kept, dirs.index_select(0, ci), normal, feature)
     ray_idx = torch.div(ci, t.shape[1], rounding_mode="floor")
-    rgb = accumulate_along_rays(w_active[keep], color, ray_idx, n_rays)
+    rgb = accumulate_along_rays(w_active.index_select(0, keep), color, ray_idx, n_rays)
     opacity = accumulate_along_rays(weights, None).squeeze(-1)
     depth = accumulate_along_rays(weights, mid[..., None]).squeeze(-1) + (1.0 - opacity) * rays.far
     rgb = rgb + background * (1.0 - opacity[:, None])
-    return RenderOutput(rgb, opacity, depth, weights, grad, points[ci].detach(), int(keep.sum()))
+    return RenderOutput(rgb, opacity, depth, weights, grad, points_kept.detach(), len(keep))
 
 
 def render_voxel(field, rays: RayBatch, step_size: float, *, generator: torch.Generator | None = None,
