@@ -147,13 +147,28 @@ def _kept_or_removed(rd: RunDir):
 
 
 # -- checks before any work ----------------------------------------------------------------------------------
-# Seconds per view and DDIM step of Zero-1-to-3 XL on a 2-core CPU, as README "Hardware" gives it.
-CPU_SECONDS_PER_VIEW_STEP = 25.0
+# Seconds per new view and DDIM step of the full-size Zero-1-to-3 on one core of a 2-core CPU, UNet rows plus
+# CLIP and VAE, by the precision the UNet runs in (experiments/README.md, "Views on a CPU"); other precisions on
+# a CPU (fp16 is emulated there) count as fp32.
+CPU_SECONDS_PER_VIEW_STEP = {"fp32": 15.0, "bf16": 7.0}
 CPU_WARN_SECONDS = 3 * 3600
 
 
+def _cpu_precision(diffusion, device) -> str:
+    """The precision the views will run in on this CPU (what ``diffusion.dtype`` resolves to), as a name."""
+    import torch
+
+    from img2mesh.diffusion.config import requested_dtype
+    from img2mesh.diffusion.devices import DTYPES
+    from img2mesh.diffusion.precision import DTYPE_NAMES, auto_dtype
+
+    name = requested_dtype(diffusion)
+    dtype = auto_dtype(torch.device(device))[0] if name == "auto" else DTYPES[name]
+    return DTYPE_NAMES.get(dtype, "fp32")
+
+
 def _warn_if_slow_on_cpu(cfg: Config, device) -> None:
-    """The GPU preset on a CPU takes most of a day: say so before starting, with the way out."""
+    """The GPU preset on a CPU takes hours: say so before starting, with the way out."""
     import torch
 
     if torch.device(device).type != "cpu":
@@ -161,17 +176,19 @@ def _warn_if_slow_on_cpu(cfg: Config, device) -> None:
     from img2mesh.diffusion.config import with_generator_defaults
 
     d = with_generator_defaults(cfg.diffusion, "zero123")
+    precision = _cpu_precision(d, device)
+    per_step = CPU_SECONDS_PER_VIEW_STEP.get(precision, CPU_SECONDS_PER_VIEW_STEP["fp32"])
     views = d.num_views * max(1, len(d.elevations)) - 1
-    seconds = views * d.steps * CPU_SECONDS_PER_VIEW_STEP
+    seconds = views * d.steps * per_step
     if seconds < CPU_WARN_SECONDS:
         return
     cpu = load_config("cpu").diffusion
-    quick = (cpu.num_views - 1) * cpu.steps * CPU_SECONDS_PER_VIEW_STEP
+    quick = (cpu.num_views - 1) * cpu.steps * per_step
     log.warning("running on the CPU: %d new views (a ring of %d with the input) x %d denoising steps of "
-                "Zero-1-to-3 XL take about %.0f hours here (~%.0f s per view and step on 2 cores); `-c cpu` makes "
-                "%d new views (a ring of %d) x %d steps (about %.1f hours), a GPU takes minutes", views, views + 1,
-                d.steps, seconds / 3600, CPU_SECONDS_PER_VIEW_STEP, cpu.num_views - 1, cpu.num_views, cpu.steps,
-                quick / 3600)
+                "Zero-1-to-3 XL take about %.0f hours here in %s (~%.0f s per view and step on one core); `-c cpu` "
+                "makes %d new views (a ring of %d) x %d steps (about %.1f hours), a GPU takes minutes", views,
+                views + 1, d.steps, seconds / 3600, precision, per_step, cpu.num_views - 1, cpu.num_views,
+                cpu.steps, quick / 3600)
 
 
 def _hint_if_cpu_busy() -> None:

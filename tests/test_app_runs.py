@@ -201,12 +201,17 @@ def test_outputs_follow_the_umask(tmp_path, shared, capsys, umask, file_mode, di
 
 
 def test_the_gpu_preset_on_a_cpu_warns_once_with_an_estimate(tmp_path, shared, capsys, broken_model):
+    # The estimate follows the precision the views would run in (pinned here: auto depends on the CPU).
     code, _, err = cli(capsys, "views", "--scene", "pikachu", "--model", str(broken_model), "--out",
-                       str(tmp_path / "gpu"), "device=cpu")
+                       str(tmp_path / "gpu"), "device=cpu", "diffusion.dtype=fp32")
     flat = " ".join(err.split())  # (log lines wrap)
     assert code == 3 and flat.count("running on the CPU") == 1
-    assert "35 new views (a ring of 36 with the input) x 75 denoising steps of Zero-1-to-3 XL take about 18 hours" \
-        in flat and "`-c cpu` makes 11 new views (a ring of 12) x 20 steps (about 1.5 hours)" in flat
+    assert "35 new views (a ring of 36 with the input) x 75 denoising steps of Zero-1-to-3 XL take about 11 hours " \
+           "here in fp32" in flat and "`-c cpu` makes 11 new views (a ring of 12) x 20 steps (about 0.9 hours)" in flat
     code, _, err = cli(capsys, "views", "--scene", "pikachu", "--model", str(broken_model), "--out",
-                       str(tmp_path / "cpu"), "-c", "cpu")
-    assert code == 3 and "running on the CPU" not in err  # the CPU preset: about 1.5 hours, no warning
+                       str(tmp_path / "gpu-bf16"), "device=cpu", "diffusion.dtype=bf16")
+    flat = " ".join(err.split())
+    assert code == 3 and "take about 5 hours here in bf16" in flat and "(about 0.4 hours)" in flat
+    code, _, err = cli(capsys, "views", "--scene", "pikachu", "--model", str(broken_model), "--out",
+                       str(tmp_path / "cpu"), "-c", "cpu", "diffusion.dtype=fp32")
+    assert code == 3 and "running on the CPU" not in err  # the CPU preset: under an hour, no warning
