@@ -26,6 +26,13 @@ def _gather(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return values.index_select(0, idx.reshape(-1)).reshape(*idx.shape, values.shape[1])
 
 
+def _gather_channel_first(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """values [M, C] at integer idx [...] -> [C, ...], through the transposed view: on CPU its backward (an
+    index_add along the rows of a [C, M] gradient) is several times faster than adding rows of width C, with
+    the same numbers (experiments/README.md, "Where the CPU preset's NeuS spends its time")."""
+    return values.t().index_select(1, idx.reshape(-1)).reshape(values.shape[1], *idx.shape)
+
+
 def _corner_weights(f: torch.Tensor) -> torch.Tensor:
     """Trilinear weights [N, 8] of the corners in ``_CORNERS`` order from fractional offsets f [N, 3]."""
     wx, wy, wz = (torch.stack([1 - f[:, k], f[:, k]], dim=-1) for k in range(3))  # [N, 2] each
@@ -52,9 +59,9 @@ def trilinear(values: torch.Tensor, resolution: int, u: torch.Tensor, with_grad:
     assert u.shape == (n, 3), f"u must be [N, 3], got {tuple(u.shape)}"
     flat, f = _cell(u.clamp(0.0, r - 1.0), r, 0)
     offsets = torch.tensor([(a * r + b) * r + c for a, b, c in _CORNERS], device=u.device)
-    corner_values = _gather(values, flat[:, None] + offsets)  # [N, 8, C]
+    corner_values = _gather_channel_first(values, flat[:, None] + offsets)  # [C, N, 8]
     w = _corner_weights(f)  # [N, 8]
-    out = (corner_values * w[..., None]).sum(dim=1)  # [N, C]
+    out = (corner_values * w).sum(dim=-1).t()  # [N, C]
     if not with_grad:
         return out
     c = torch.tensor(_CORNERS, dtype=u.dtype, device=u.device)  # [8, 3]
@@ -64,7 +71,7 @@ def trilinear(values: torch.Tensor, resolution: int, u: torch.Tensor, with_grad:
     for axis in range(3):
         others = [a for a in range(3) if a != axis]
         dw = sign[:, axis] * lerp[..., others[0]] * lerp[..., others[1]]  # [N, 8]
-        grads.append((corner_values * dw[..., None]).sum(dim=1))  # [N, C]
+        grads.append((corner_values * dw).sum(dim=-1).t())  # [N, C]
     return out, torch.stack(grads, dim=-1)  # [N, C], [N, C, 3]
 
 
