@@ -166,6 +166,30 @@ def print_table(rows: list[dict]) -> None:
               + (f"  [{' '.join(r['overrides'])}]" if r.get("overrides") else ""))
 
 
+def print_comparison(rows: list[dict], base: list[dict], within: float) -> None:
+    """Each row's Chamfer against the base row of the same object, view set and method (the same preset where
+    there is one: the CPU and default presets train alike, so either serves), as a markdown table."""
+    def key(r):
+        return r["object"], r["set"], r["method"]
+
+    by_key = {}
+    for r in base:  # rows of the other preset first, so that the same preset's row wins
+        by_key.setdefault(key(r), {})[r["preset"]] = r
+    print(f"| object | set | Chamfer | before | change | within {100 * within:.0f} % | F-score (before) | time s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["method"] == "hull":
+            continue
+        found = by_key.get(key(r), {})
+        b = found.get(r["preset"]) or next(iter(found.values()), None)
+        if b is None:
+            print(f"| {r['object']} | {r['set']} | {r['chamfer']:.5f} | - | - | - | {r['fscore']:.3f} | {r['seconds']:.0f} |")
+            continue
+        change = r["chamfer"] / b["chamfer"] - 1
+        print(f"| {r['object']} | {r['set']} | {r['chamfer']:.5f} | {b['chamfer']:.5f} | {100 * change:+.1f} % | "
+              f"{'yes' if change <= within else 'no'} | {r['fscore']:.3f} ({b['fscore']:.3f}) | {r['seconds']:.0f} |")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu", choices=["cpu", "default"])
@@ -184,10 +208,22 @@ def main(argv=None) -> int:
     p.add_argument("--verbose", action="store_true", help="show progress bars")
     p.add_argument("--table", nargs="+", default=[], metavar="JSONL",
                    help="run nothing: print the table of rows earlier runs appended to these files")
+    p.add_argument("--against", default="", metavar="JSONL",
+                   help="with --table: compare each row's Chamfer with this file's row of the same object and set")
+    p.add_argument("--against-overrides", nargs="*", default=None, metavar="KEY=VALUE",
+                   help="take only the base rows run with exactly these overrides (default: any)")
+    p.add_argument("--within", type=float, default=0.02, help="the Chamfer change counted as the same quality")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. recon.steps=600")
     args = p.parse_args(argv)
     if args.table:
-        print_table([json.loads(line) for f in args.table for line in Path(f).read_text().splitlines() if line])
+        rows = [json.loads(line) for f in args.table for line in Path(f).read_text().splitlines() if line]
+        print_table(rows)
+        if args.against:
+            base = [json.loads(line) for line in Path(args.against).read_text().splitlines() if line]
+            if args.against_overrides is not None:
+                base = [r for r in base if sorted(r.get("overrides") or []) == sorted(args.against_overrides)]
+            print()
+            print_comparison(rows, base, args.within)
         return 0
     set_quiet(not args.verbose)
     if args.threads:
