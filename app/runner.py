@@ -159,11 +159,10 @@ def _cpu_precision(diffusion, device) -> str:
     import torch
 
     from img2mesh.diffusion.config import requested_dtype
-    from img2mesh.diffusion.devices import DTYPES
-    from img2mesh.diffusion.precision import DTYPE_NAMES, auto_dtype
+    from img2mesh.diffusion.devices import chosen_dtype
+    from img2mesh.diffusion.precision import DTYPE_NAMES
 
-    name = requested_dtype(diffusion)
-    dtype = auto_dtype(torch.device(device))[0] if name == "auto" else DTYPES[name]
+    dtype, _ = chosen_dtype(requested_dtype(diffusion), torch.device(device))
     return DTYPE_NAMES.get(dtype, "fp32")
 
 

@@ -18,20 +18,30 @@ MAX_BATCH_CAP = 64
 T = TypeVar("T")
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/``"auto"`` -> fp16 on CUDA, bf16 on a CPU with native bf16, else fp32 (precision.auto_dtype,
-    which logs why); otherwise the named precision."""
+def chosen_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tuple[torch.dtype, str]:
+    """(the precision, why) for a ``diffusion.dtype`` on ``device``, saying nothing: ``None``/``"auto"`` ->
+    fp16 on CUDA, bf16 on a CPU with native bf16, else fp32 (precision.auto_dtype); otherwise the named one."""
     if isinstance(dtype, torch.dtype):
-        return dtype
+        return dtype, ""
     if dtype is None or dtype == "auto":
-        from .precision import DTYPE_NAMES, auto_dtype
+        from .precision import auto_dtype
 
-        resolved, why = auto_dtype(device)
-        log.info("diffusion.dtype=auto: %s (%s)", DTYPE_NAMES[resolved], why)
-        return resolved
+        return auto_dtype(device)
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}: use auto, fp32, fp16 or bf16")
-    resolved = DTYPES[dtype]
+    return DTYPES[dtype], ""
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """:func:`chosen_dtype`, logging what ``auto`` chose and warning of fp16 on a CPU."""
+    resolved, why = chosen_dtype(dtype, device)
+    if isinstance(dtype, torch.dtype):
+        return resolved
+    if dtype is None or dtype == "auto":
+        from .precision import DTYPE_NAMES
+
+        log.info("diffusion.dtype=auto: %s (%s)", DTYPE_NAMES[resolved], why)
+        return resolved
     if device.type == "cpu" and resolved == torch.float16:
         log.warning("fp16 on the CPU is slow and not more accurate; bf16 or fp32 are better choices there")
     return resolved

@@ -84,9 +84,7 @@ def precision_record(requested, device: torch.device, model=None) -> dict:
     to on ``device`` (the same rule the loader applied)."""
     if model is not None:
         return describe(model.dtype, "the model as given")
-    if requested in (None, "auto"):
-        dtype, why = auto_dtype(device)
-        return describe(dtype, "auto", why)
-    from .devices import resolve_dtype
+    from .devices import chosen_dtype
 
-    return describe(resolve_dtype(requested, device), requested)
+    dtype, why = chosen_dtype(requested, device)
+    return describe(dtype, requested or "auto", why)
